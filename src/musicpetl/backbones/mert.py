@@ -1,0 +1,169 @@
+"""MERT (HuBERT-style) in plain PyTorch: conv feature extractor, positional conv, post-LN layers.
+
+Equal to transformers' `HubertModel` with feat_extract_norm="group" and do_stable_layer_norm=False
+(tested against it). Module names are ours (shared PETL surface); `checkpoints.py` maps the
+official Hugging Face key names onto them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import MultiHeadAttention
+from .base import Backbone, init_linear_like_hf
+
+
+@dataclass(frozen=True)
+class MertConfig:
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    ffn_dim: int = 3072
+    conv_dim: tuple[int, ...] = (512,) * 7
+    conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
+    conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
+    num_conv_pos_embeddings: int = 128
+    num_conv_pos_embedding_groups: int = 16
+    layer_norm_eps: float = 1e-5
+    dropout: float = 0.1
+    sample_rate: int = 24000
+    # per-clip (x - mean) / sqrt(var + 1e-7): the model card's preprocessor does it, the authors'
+    # benchmark code does not; a param (backbone.normalize_input), see REFERENCE.md
+    normalize_input: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+MERT_V1_95M = MertConfig()
+MERT_TINY = MertConfig(hidden_size=64, num_layers=6, num_heads=4, ffn_dim=256, conv_dim=(32,) * 7,
+                       num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+
+
+class FeatureExtractor(nn.Module):
+    """7 strided convs: 24 kHz -> 75 Hz. GroupNorm (one group per channel) after the first only."""
+
+    def __init__(self, cfg: MertConfig):
+        super().__init__()
+        convs, in_ch = [], 1
+        for out_ch, k, s in zip(cfg.conv_dim, cfg.conv_kernel, cfg.conv_stride):
+            convs.append(nn.Conv1d(in_ch, out_ch, k, stride=s, bias=False))
+            in_ch = out_ch
+        self.convs = nn.ModuleList(convs)
+        self.norm = nn.GroupNorm(cfg.conv_dim[0], cfg.conv_dim[0], affine=True)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, C, T)
+        x = wave[:, None]
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if i == 0:
+                x = self.norm(x)
+            x = F.gelu(x)
+        return x
+
+
+class PositionalConv(nn.Module):
+    """Grouped conv with weight norm over the kernel dim; drops the last frame for an even kernel."""
+
+    def __init__(self, cfg: MertConfig):
+        super().__init__()
+        k = cfg.num_conv_pos_embeddings
+        conv = nn.Conv1d(cfg.hidden_size, cfg.hidden_size, k, padding=k // 2, groups=cfg.num_conv_pos_embedding_groups)
+        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        self.trim = 1 if k % 2 == 0 else 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d)
+        h = self.conv(x.transpose(1, 2))
+        if self.trim:
+            h = h[..., :-self.trim]
+        return F.gelu(h).transpose(1, 2)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float, act=F.gelu):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.dropout(self.act(self.fc1(x)))))
+
+
+class MertLayer(nn.Module):
+    """Post-LN transformer layer: x = LN(x + attn(x)); x = LN(x + ffn(x))."""
+
+    def __init__(self, cfg: MertConfig):
+        super().__init__()
+        self.attn = MultiHeadAttention(cfg.hidden_size, cfg.num_heads, dropout=cfg.dropout)
+        self.attn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.ffn = FeedForward(cfg.hidden_size, cfg.ffn_dim, cfg.dropout)
+        self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.attn_norm(x + self.dropout(self.attn(x)))
+        return self.final_norm(x + self.ffn(x))
+
+    # PETL surface (see base.py)
+    def linears(self) -> dict[str, nn.Module]:
+        a = self.attn
+        return {"attn.q_proj": a.q_proj, "attn.k_proj": a.k_proj, "attn.v_proj": a.v_proj,
+                "attn.out_proj": a.out_proj, "ffn.fc1": self.ffn.fc1, "ffn.fc2": self.ffn.fc2}
+
+    def adapter_sites(self) -> dict[str, nn.Module]:
+        return {"attn": self.attn, "ffn": self.ffn}
+
+    def norms(self) -> dict[str, nn.LayerNorm]:
+        return {"attn_norm": self.attn_norm, "final_norm": self.final_norm}
+
+    def bitfit_extras(self) -> dict[str, nn.Parameter]:
+        return {}
+
+
+class Mert(Backbone):
+    frame_rate = 75.0
+    default_segment_seconds = 5.0  # the authors' MERT training crop: 120,000 samples
+
+    def __init__(self, cfg: MertConfig = MERT_V1_95M, name: str = "mert-v1-95m"):
+        super().__init__()
+        self.cfg, self.name = cfg, name
+        self.sample_rate, self.hidden_size = cfg.sample_rate, cfg.hidden_size
+        self.normalize_input = cfg.normalize_input
+        self.feature_extractor = FeatureExtractor(cfg)
+        self.proj_norm = nn.LayerNorm(cfg.conv_dim[-1], eps=cfg.layer_norm_eps)
+        self.proj = nn.Linear(cfg.conv_dim[-1], cfg.hidden_size)
+        self.pos_conv = PositionalConv(cfg)
+        self.embed_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(MertLayer(cfg) for _ in range(cfg.num_layers))
+
+    def reset_parameters(self, seed: int) -> None:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            init_linear_like_hf(self)
+            # weight norm keeps direction (original1) and gain (original0): re-derive gain from it
+            p = self.pos_conv.conv.parametrizations.weight
+            nn.init.normal_(p.original1, std=(2.0 / (self.cfg.num_conv_pos_embeddings * self.hidden_size)) ** 0.5)
+            with torch.no_grad():
+                p.original0.copy_(torch.linalg.vector_norm(p.original1, dim=(0, 1), keepdim=True))
+
+    def frontend_modules(self) -> list[nn.Module]:
+        return [self.feature_extractor, self.proj_norm, self.proj, self.pos_conv, self.embed_norm]
+
+    def embed(self, wave: torch.Tensor) -> torch.Tensor:
+        if self.normalize_input:
+            mean = wave.mean(dim=-1, keepdim=True)
+            var = wave.var(dim=-1, keepdim=True, unbiased=False)
+            wave = (wave - mean) / torch.sqrt(var + 1e-7)
+        x = self.feature_extractor(wave).transpose(1, 2)
+        x = self.dropout(self.proj(self.proj_norm(x)))
+        x = self.embed_norm(x + self.pos_conv(x))
+        return self.dropout(x)
+
+    def n_frames(self, n_samples: int) -> int:
+        for k, s in zip(self.cfg.conv_kernel, self.cfg.conv_stride):
+            n_samples = (n_samples - k) // s + 1
+        return n_samples

@@ -1,0 +1,41 @@
+"""What a task is: output size, target encoding, loss, decoding, metrics. It never sees a backbone."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Task:
+    name: str = "task"
+    primary_metric: str = "score"
+    classes: tuple[str, ...] = ()
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.classes)
+
+    def encode(self, label: Any) -> np.ndarray:
+        """Manifest label -> float32 training target (class index as float, or a vector)."""
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-segment outputs that are averaged over a track's segments."""
+        raise NotImplementedError
+
+    def decode(self, probs: np.ndarray) -> Any:
+        """Track-level averaged probabilities (N, n_outputs) -> predictions as the metric takes them."""
+        raise NotImplementedError
+
+    def metrics(self, labels: list, probs: np.ndarray) -> dict[str, float]:
+        raise NotImplementedError
+
+    def item_metric(self):
+        """metric(labels, probs) -> primary score, for bootstrap resampling over test items."""
+        return lambda labels, probs: self.metrics(list(labels), np.asarray(probs))[self.primary_metric]

@@ -1,0 +1,46 @@
+"""Key: 24 classes (C-based pitch class + 12 if minor), CE, mir_eval weighted score."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mir_eval
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Task
+
+PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+KEY_NAMES = tuple(f"{pc} major" for pc in PITCH_CLASSES) + tuple(f"{pc} minor" for pc in PITCH_CLASSES)
+
+
+def key_name(label: int) -> str:
+    return KEY_NAMES[int(label)]
+
+
+@dataclass
+class KeyTask(Task):
+    name: str = "key"
+    primary_metric: str = "weighted_score"
+    classes: tuple[str, ...] = KEY_NAMES
+
+    def encode(self, label) -> np.ndarray:
+        if not 0 <= int(label) < 24:
+            raise ValueError(f"key label must be 0..23 (C major .. B minor), got {label!r}")
+        return np.array(int(label), dtype=np.float32)
+
+    def loss(self, logits, target):
+        return F.cross_entropy(logits, target.long())
+
+    def probabilities(self, logits):
+        return logits.softmax(dim=-1)
+
+    def decode(self, probs):
+        return probs.argmax(axis=-1)
+
+    def metrics(self, labels, probs):
+        pred = self.decode(np.asarray(probs))
+        # mir_eval's MIREX weighting: 1 same, 0.5 fifth, 0.3 relative, 0.2 parallel
+        scores = [mir_eval.key.weighted_score(key_name(t), key_name(p)) for t, p in zip(labels, pred)]
+        return {"weighted_score": float(np.mean(scores)),
+                "accuracy": float(np.mean(np.asarray(labels, dtype=int) == pred))}
