@@ -148,8 +148,20 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found: run from the repository root")
-    with open(path) as fh:
-        return parse_params(yaml.safe_load(fh) or {})
+    text = path.read_text()
+    check_octal(text, path)
+    return parse_params(yaml.safe_load(text) or {})
+
+
+def check_octal(text: str, where) -> None:
+    """YAML 1.1 reads `seed: 0501` as octal 321 (a bug in the reference configs): refuse it."""
+    import re
+
+    for n, line in enumerate(text.splitlines(), 1):
+        m = re.match(r"\s*([\w.-]+):\s*(0[0-7]+)\s*(#.*)?$", line)
+        if m:
+            raise ConfigError(f"{where}:{n}: {m.group(1)}: {m.group(2)} has a leading zero, which YAML reads as "
+                              f"octal {int(m.group(2), 8)}; write {int(m.group(2))} (or quote it)")
 
 
 def validate(p: Params) -> None:
