@@ -106,7 +106,7 @@ class Backbone(nn.Module):
         dev = next(self.parameters()).device
         for b in range(0, len(starts), batch_size):
             chunk = torch.stack([wave[s:s + seg] for s in starts[b:b + batch_size]]).to(dev)
-            hs = torch.stack(self.forward(chunk, num_layers), dim=1)  # (B, L, T, d)
+            hs = torch.stack(self(chunk, num_layers), dim=1)  # (B, L, T, d); via __call__ so hooks run
             out.append(hs.mean(dim=2).float().cpu() if pool else hs.float().cpu())
         res = torch.cat(out)
         return res if pool else list(res)

@@ -1,0 +1,164 @@
+"""Forward time and peak memory of our backbones vs the transformers oracles, same run.
+
+    PYTHONPATH=src .venv/bin/python bench/backbone_forward.py            # 30 s, 6 layers, batch 1, fp32, 2 threads
+
+Systems (random weights at full size: speed does not depend on the values):
+  mert-ours      our Mert (MERT-v1-95M config), truncated to 6 layers
+  mert-hf        transformers HubertModel with the same config and num_hidden_layers=6
+  musicfm-ours   our MusicFM (MSD config), truncated to 6 layers
+  musicfm-hf     our mel + 2-D conv front end, then transformers Wav2Vec2ConformerEncoder
+                 (rotary config, 6 layers): the reference code runs exactly that encoder
+Both oracles use attn_implementation="sdpa" (what from_pretrained picks), we use SDPA too.
+
+Each measurement runs in a fresh subprocess (tracemalloc does not see torch's allocations; RSS does).
+Reported: forward time (median over all timed forwards of all rounds; systems are interleaved
+round by round so that load from other processes hits them alike), the process's peak RSS
+(ru_maxrss: model build included, e.g. our loaders build 12 layers then drop 6), and the forward's
+own extra = kernel high-water mark during the forwards (VmHWM, reset through /proc/self/clear_refs
+just before them) - RSS just before them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SYSTEMS = ("mert-ours", "mert-hf", "musicfm-ours", "musicfm-hf")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def proc_status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """VmHWM := VmRSS (Linux >= 4.0), so the next VmHWM is the forward's own peak."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def maxrss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def build(system: str, num_layers: int):
+    """A callable wave -> list of hidden states, in eval mode."""
+    import torch
+
+    from musicpetl.backbones import build_backbone
+
+    if system.endswith("ours"):
+        model = build_backbone("mert-v1-95m" if system.startswith("mert") else "musicfm-msd",
+                               num_layers=num_layers).eval()
+        return lambda x: model(x, num_layers)
+    import transformers
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_backbones import conformer_config, hubert_config  # the oracle configs of the tests
+
+    if system == "mert-hf":
+        config = hubert_config(num_layers=num_layers)
+        config._attn_implementation = "sdpa"
+        hf = transformers.HubertModel(config).eval()
+        return lambda x: hf(x, output_hidden_states=True).hidden_states[1:]
+    config = conformer_config(num_layers=num_layers)
+    config._attn_implementation = "sdpa"
+    from transformers.models.wav2vec2_conformer.modeling_wav2vec2_conformer import Wav2Vec2ConformerEncoder
+
+    enc = Wav2Vec2ConformerEncoder(config).eval()
+    front = build_backbone("musicfm-msd", num_layers=1).eval()
+    del front.layers  # only its front end is used
+    return lambda x: enc(front.subsample(front.frontend(x))).last_hidden_state
+
+
+def worker(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    fn = build(args.worker, args.layers)
+    x = (torch.rand(args.batch, int(args.seconds * 24000)) - 0.5) * 0.6
+    import gc
+
+    gc.collect()
+    before = proc_status_mib("VmRSS")
+    reset_peak_rss()
+    times = []
+    with torch.inference_mode():
+        for _ in range(args.repeats + 1):
+            t0 = time.perf_counter()
+            out = fn(x)
+            times.append(time.perf_counter() - t0)
+            del out
+    return {"system": args.worker, "times": times[1:], "peak_rss_mib": maxrss_mib(),
+            "rss_before_forward_mib": before, "forward_extra_mib": proc_status_mib("VmHWM") - before,
+            "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="timed forwards per process (after 1 warm-up)")
+    ap.add_argument("--rounds", type=int, default=2, help="fresh processes per system, interleaved")
+    ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": str(args.threads),
+           "MKL_NUM_THREADS": str(args.threads)}
+    runs = {system: [] for system in args.systems}
+    for r in range(args.rounds):
+        for system in args.systems:
+            cmd = [sys.executable, __file__, "--worker", system, "--seconds", str(args.seconds), "--layers",
+                   str(args.layers), "--batch", str(args.batch), "--threads", str(args.threads), "--repeats",
+                   str(args.repeats)]
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if res.returncode:
+                sys.exit(f"{system} failed:\n{res.stderr[-3000:]}")
+            run = json.loads(res.stdout.strip().splitlines()[-1])
+            runs[system].append(run)
+            print(f"round {r + 1} {system:13s} {' '.join(f'{t:.2f}' for t in run['times'])} s  peak RSS "
+                  f"{run['peak_rss_mib']:.0f} MiB  forward extra {run['forward_extra_mib']:.0f} MiB", file=sys.stderr)
+    rows = {system: {"seconds": statistics.median(t for run in rs for t in run["times"]),
+                     "min_seconds": min(t for run in rs for t in run["times"]),
+                     "peak_rss_mib": max(run["peak_rss_mib"] for run in rs),
+                     "forward_extra_mib": max(run["forward_extra_mib"] for run in rs), "runs": rs}
+            for system, rs in runs.items()}
+    import torch
+
+    print(f"\n{args.seconds:g} s of audio, {args.layers} layers, batch {args.batch}, fp32, {args.threads} threads; "
+          f"time: median of {args.rounds} processes x {args.repeats} forwards (after 1 warm-up each); "
+          f"torch {torch.__version__}\n")
+    print("| backbone | ours (s) | oracle (s) | time ours/oracle | ours forward extra (MiB) "
+          "| oracle forward extra (MiB) | memory ours/oracle | ours peak RSS (MiB) | oracle peak RSS (MiB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in ("mert", "musicfm"):
+        o, h = rows.get(f"{name}-ours"), rows.get(f"{name}-hf")
+        if not (o and h):
+            continue
+        print(f"| {name} | {o['seconds']:.2f} | {h['seconds']:.2f} | {o['seconds'] / h['seconds']:.2f} "
+              f"| {o['forward_extra_mib']:.0f} | {h['forward_extra_mib']:.0f} "
+              f"| {o['forward_extra_mib'] / h['forward_extra_mib']:.2f} "
+              f"| {o['peak_rss_mib']:.0f} | {h['peak_rss_mib']:.0f} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
