@@ -54,14 +54,18 @@ def predict_tracks_from_cache(head, cache: FeatureCache, split: str, layer: int,
 def score(task: Task, labels: list, probs: np.ndarray, n_boot: int = 1000, alpha: float = 0.05,
           seed: int = 0) -> dict:
     """Metrics plus a bootstrap (1 - alpha) interval of every metric over test items."""
-    from musicpetl.stats import bootstrap_ci
+    from musicpetl.stats import bootstrap_ci, bootstrap_mean_ci
 
     result = dict(task.metrics(labels, probs))
+    per_item = task.item_scores(labels, probs)
     for name in list(result):
         if name == "tags_scored" or n_boot <= 0:
             continue
-        metric = lambda y, p, name=name: task.metrics(list(y), np.asarray(p))[name]  # noqa: E731
-        _, lo, hi = bootstrap_ci(metric, np.asarray(labels, dtype=object), probs, n_boot=n_boot, alpha=alpha, seed=seed)
+        if per_item is not None:
+            _, lo, hi = bootstrap_mean_ci(per_item[name], n_boot=n_boot, alpha=alpha, seed=seed)
+        else:
+            metric = lambda y, p, name=name: task.metrics(list(y), np.asarray(p))[name]  # noqa: E731
+            _, lo, hi = bootstrap_ci(metric, list(labels), probs, n_boot=n_boot, alpha=alpha, seed=seed)
         result[f"{name}_low"], result[f"{name}_high"] = float(lo), float(hi)
     return result
 

@@ -61,24 +61,33 @@ def align(runs: list[Predictions]) -> list[Predictions]:
 def compare(runs: list[Predictions], classes: list[str] | None = None, baselines=("finetune", "probing"),
             n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> list[dict]:
     """One row per run: primary metric, its interval, paired delta/p against each baseline present."""
-    from musicpetl.stats import bootstrap_ci, paired_bootstrap
+    from musicpetl.stats import bootstrap_ci, bootstrap_mean_ci, paired_bootstrap, paired_bootstrap_scores
     from musicpetl.tasks import make_task
 
     runs = align(runs)
     task = make_task(runs[0].task, classes or [str(i) for i in range(runs[0].probs.shape[1])])
     metric = task.item_metric()
-    labels = np.asarray(runs[0].labels, dtype=object)
+    labels = runs[0].labels
+    name = task.primary_metric
+    # mean-of-item-score metrics bootstrap on the per-item scores (fast); mAP on whole resamples
+    scores = {id(r): (task.item_scores(labels, r.probs) or {}).get(name) for r in runs}
     base = {b: next((r for r in runs if r.name.split("@")[0] == b), None) for b in baselines}
     rows = []
     for r in runs:
-        point, lo, hi = bootstrap_ci(metric, labels, r.probs, n_boot=n_boot, alpha=alpha, seed=seed)
+        if scores[id(r)] is not None:
+            point, lo, hi = bootstrap_mean_ci(scores[id(r)], n_boot=n_boot, alpha=alpha, seed=seed)
+        else:
+            point, lo, hi = bootstrap_ci(metric, labels, r.probs, n_boot=n_boot, alpha=alpha, seed=seed)
         row = {"run": r.name, task.primary_metric: point, "low": lo, "high": hi}
         beats_all = True
         for b, ref in base.items():
             if ref is None or ref is r:
                 beats_all = False
                 continue
-            test = paired_bootstrap(metric, labels, r.probs, ref.probs, n_boot=n_boot, seed=seed)
+            if scores[id(r)] is not None:
+                test = paired_bootstrap_scores(scores[id(r)], scores[id(ref)], n_boot=n_boot, seed=seed)
+            else:
+                test = paired_bootstrap(metric, labels, r.probs, ref.probs, n_boot=n_boot, seed=seed)
             row[f"delta_vs_{b}"], row[f"p_vs_{b}"] = test["delta"], test["p_value"]
             beats_all &= test["delta"] > 0 and test["p_value"] < alpha
         row["better_than_baselines"] = bool(beats_all and all(v is not None for v in base.values()))

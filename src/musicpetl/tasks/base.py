@@ -33,8 +33,13 @@ class Task:
         """Track-level averaged probabilities (N, n_outputs) -> predictions as the metric takes them."""
         raise NotImplementedError
 
+    def item_scores(self, labels: list, probs: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Per-item scores for metrics that are their mean (bootstrapped fast); None if not decomposable."""
+        return None
+
     def metrics(self, labels: list, probs: np.ndarray) -> dict[str, float]:
-        raise NotImplementedError
+        """Default: the mean of every per-item score."""
+        return {k: float(np.mean(v)) for k, v in self.item_scores(labels, probs).items()}
 
     def item_metric(self):
         """metric(labels, probs) -> primary score, for bootstrap resampling over test items."""

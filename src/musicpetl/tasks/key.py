@@ -38,9 +38,9 @@ class KeyTask(Task):
     def decode(self, probs):
         return probs.argmax(axis=-1)
 
-    def metrics(self, labels, probs):
+    def item_scores(self, labels, probs):
         pred = self.decode(np.asarray(probs))
         # mir_eval's MIREX weighting: 1 same, 0.5 fifth, 0.3 relative, 0.2 parallel
         scores = [mir_eval.key.weighted_score(key_name(t), key_name(p)) for t, p in zip(labels, pred)]
-        return {"weighted_score": float(np.mean(scores)),
-                "accuracy": float(np.mean(np.asarray(labels, dtype=int) == pred))}
+        return {"weighted_score": np.asarray(scores, dtype=float),
+                "accuracy": (np.asarray(labels, dtype=int) == pred).astype(float)}

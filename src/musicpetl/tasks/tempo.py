@@ -61,7 +61,7 @@ class TempoTask(Task):
     def decode(self, probs):
         return decode_tempo(probs)
 
-    def metrics(self, labels, probs):
+    def item_scores(self, labels, probs):
         pred = self.decode(probs)
         acc1, acc2 = [], []
         for t, p in zip(labels, pred):
@@ -69,4 +69,4 @@ class TempoTask(Task):
             ev = TempoEvaluation(np.array([[p, 1.0]]), np.array([[float(t), 1.0]]), tolerance=0.04)
             acc1.append(float(ev.acc1))
             acc2.append(float(ev.acc2))
-        return {"acc1": float(np.mean(acc1)), "acc2": float(np.mean(acc2))}
+        return {"acc1": np.asarray(acc1), "acc2": np.asarray(acc2)}
