@@ -13,7 +13,8 @@ def main(p):
     from musicpetl.run_io import load_run
 
     store = AudioStore("data/prepared")
-    model = prepare_for_inference(load_run(Path("models/run.safetensors")))
+    model = load_run(Path("models/run.safetensors"))
+    model.backbone = prepare_for_inference(model.backbone, model.method)
     cache = FeatureCache("data/features.h5")
     feats, item, keys = cache.split("test")
     n = min(len(keys), p.analysis.max_items)

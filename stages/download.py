@@ -6,9 +6,9 @@ def main(p):
     from musicpetl.data.registry import dataset_index, download
     from musicpetl.io import write_json
 
-    root = download(p.data.dataset, p.data.root, overrides=p.data.overrides, seed=p.seed,
-                    synth=vars(p.data.synth))
-    index = dataset_index(p.data.dataset, p.data.root)
+    ctx = p.data_context()
+    root = download(p.data.dataset, p.data.root, ctx)
+    index = dataset_index(p.data.dataset, p.data.root, ctx)
     write_json("data/download.json", index)
     return {"dataset": p.data.dataset, "root": str(root), "files": len(index["files"])}
 

@@ -20,7 +20,7 @@ def main(p):
     if p.petl.method == "probing":  # the head on cached features equals running the frozen backbone
         probs = predict_tracks_from_cache(model.head, FeatureCache("data/features.h5"), "test", model.num_layers, task)
     else:
-        model = prepare_for_inference(model)  # BitFit/SSF/LoRA merged into plain weights
+        model.backbone = prepare_for_inference(model.backbone, model.method)  # BitFit/SSF/LoRA merged
         seconds = p.backbone.segment_seconds or model.backbone.default_segment_seconds
         probs = predict_tracks(model, store, "test", task, seconds, p.eval.batch_size)
     labels = [r["label"] for r in rows]

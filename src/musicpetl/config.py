@@ -97,6 +97,13 @@ class Params:
     eval: EvalParams = field(default_factory=EvalParams)
     analysis: AnalysisParams = field(default_factory=AnalysisParams)
 
+    def data_context(self):
+        """What dataset entries read (data/dataset.py Context)."""
+        from musicpetl.data.dataset import Context
+
+        return Context(seed=self.seed, overrides=dict(self.data.overrides), split=vars(self.data.split),
+                       synth=vars(self.data.synth))
+
     def method_options(self) -> dict:
         return dict(self.petl.options.get(self.petl.method, {}) or {})
 

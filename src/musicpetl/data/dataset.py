@@ -1,0 +1,53 @@
+"""What a dataset entry is: where its files come from, how its annotations and split are read."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass
+class Context:
+    """Everything a dataset entry may read from params, passed to `fetch` and `build`."""
+    seed: int = 0
+    overrides: dict = field(default_factory=dict)  # data.overrides: local paths / archive URLs
+    split: dict = field(default_factory=dict)  # data.split: shares for datasets without an official split
+    synth: dict = field(default_factory=dict)  # data.synth
+    progress: bool = True
+
+
+@dataclass
+class SplitResult:
+    """Manifest rows `{key, split, audio_path, label, ...}` (audio_path relative to data.root, or
+    absolute), the items left out with their reason, and the class names of the task."""
+    rows: list[dict]
+    dropped: list[dict]
+    classes: list[str]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    tasks: tuple[str, ...]
+    description: str
+    # fetch(root, ctx): download (or generate) whatever is missing under root / <dir>
+    fetch: Callable[[Path, Context], None]
+    # build(task, root, ctx): parse annotations and apply the published split
+    build: Callable[[str, Path, Context], SplitResult]
+    # per-dataset folder under data.root; `data.overrides[<name>_dir]` points it at files a user has
+    dir: str = ""
+
+    def folder(self, root: Path, ctx: Context | None = None) -> Path:
+        """Where this dataset's files are: an override path if given, else data.root/<dir>."""
+        over = (ctx.overrides if ctx else {}).get(f"{self.name}_dir")
+        return Path(over) if over else Path(root) / (self.dir or self.name)
+
+    @staticmethod
+    def manifest_path(path: Path, root: Path) -> str:
+        """A manifest's audio_path: relative to data.root when the file is under it (manifests stay
+        portable between clones), else absolute (a `<name>_dir` override elsewhere)."""
+        path, root = Path(path), Path(root)
+        try:
+            return str(path.resolve().relative_to(root.resolve()))
+        except ValueError:
+            return str(path.resolve())
