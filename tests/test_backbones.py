@@ -409,3 +409,14 @@ def test_bf16_autocast_on_cpu(name):
         assert torch.isfinite(a).all()
         rel = ((a.float() - b).norm() / b.norm()).item()
         assert rel < 0.1, (name, rel)
+
+
+@pytest.mark.parametrize("name", ["mert-tiny", "musicfm-tiny"])
+def test_same_seed_same_weights(name):
+    """The feature cache and a reloaded run must see the very same random backbone."""
+    from musicpetl.backbones import build_backbone
+
+    a, b = build_backbone(name, 2, seed=3).state_dict(), build_backbone(name, 2, seed=3).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = build_backbone(name, 2, seed=4).state_dict()
+    assert any(not torch.equal(a[k], c[k]) for k in a)

@@ -26,6 +26,7 @@ def sh(*cmd, cwd, check=True):
 
 def tiny_params(path: Path) -> None:
     p = yaml.safe_load(path.read_text())
+    p["data"]["task"] = "key"  # the task with augmentation: every stage does real work
     p["data"]["synth"] = {"n_clips": 40, "duration": 4.0}
     p["data"]["split"] = {"valid_share": 0.2, "test_share": 0.2}
     p["train"].update(max_steps=12, eval_every=6, batch_size=8, crop_seconds=3.0)

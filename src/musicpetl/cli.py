@@ -12,7 +12,7 @@ import sys
 
 
 def _params(args) -> int:
-    from musicpetl.analysis.complexity import PAPER_TABLE3, paper_options, param_table
+    from musicpetl.analysis.complexity import PAPER_TABLE3, REFERENCE_FT_UNUSED, paper_options, param_table
     from musicpetl.config import load_params
 
     if args.paper:
@@ -34,6 +34,11 @@ def _params(args) -> int:
         ref = paper.get(method)
         ref_s = "" if not paper else f" {ref:>13,}" if isinstance(ref, int) else f" {ref or '-':>13}"
         print(f"{method:<10} {n:>13,} {100 * n / full:>7.3f}%{ref_s}")
+    unused = REFERENCE_FT_UNUSED.get(args.backbone, {}) if args.paper else {}
+    if unused and "finetune" in table:
+        print(f"finetune + what the reference code holds but never runs = {table['finetune'] + sum(unused.values()):,}:")
+        for what, n in unused.items():
+            print(f"  {n:>11,}  {what}")
     return 0
 
 

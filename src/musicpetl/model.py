@@ -34,11 +34,13 @@ class PetlModel(nn.Module):
         return self.head(self.pooled(wave))
 
     def train(self, mode: bool = True):
-        """Frozen BatchNorm keeps its running statistics: a frozen backbone stays bit-identical."""
+        """BatchNorm whose scale is frozen keeps its running statistics (a frozen backbone stays
+        bit-identical; BitFit trains MusicFM's BatchNorm bias but not its statistics, which a run
+        file, holding only trained parameters, could not restore)."""
         super().train(mode)
         if mode:
             for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not (m.weight is not None and m.weight.requires_grad):
                     m.eval()
         return self
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
+import torch
+
 from .base import Backbone
 from .mert import MERT_TINY, MERT_V1_95M, Mert
 from .musicfm import MUSICFM_MSD, MUSICFM_TINY, MusicFM
@@ -42,7 +44,9 @@ def check_backbone_name(name: str) -> BackboneSpec:
 def build_backbone(name: str, num_layers: int | None = 6, seed: int = 0, **cfg_overrides) -> Backbone:
     """The architecture with a seeded random init and only the first `num_layers` layers built."""
     spec = check_backbone_name(name)
-    model = spec.build(**cfg_overrides)
+    with torch.random.fork_rng():  # construction-time defaults (e.g. a weight-normed conv's bias) seeded too
+        torch.manual_seed(seed)
+        model = spec.build(**cfg_overrides)
     model.reset_parameters(seed)
     if num_layers is not None:
         model.truncate(num_layers)

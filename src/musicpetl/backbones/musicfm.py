@@ -151,8 +151,9 @@ class ConformerLayer(nn.Module):
                 "final_norm": self.final_norm}
 
     def bitfit_extras(self) -> dict[str, nn.Parameter]:
-        # the conv module's one 1024-vector of Table 3's BitFit count (19,456 per layer)
-        return {"conv.norm.bias": self.conv.norm.bias}
+        # the conv module's one 1024-vector of Table 3's BitFit count (19,456 per layer): the paper's
+        # code trains `conv_module.batch_norm.bias` (its running statistics stay frozen, model.py)
+        return {"conv.batch_norm.bias": self.conv.batch_norm.bias}
 
 
 class MusicFM(Backbone):

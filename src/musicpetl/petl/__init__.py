@@ -2,6 +2,10 @@
 
 A method only wraps or adds modules and marks what trains; it never forks a backbone's code. It
 works through the PETL-facing surface every backbone layer exposes (see backbones/base.py).
+
+`apply` draws its random init from torch's global generator only: under the same
+`torch.manual_seed` it builds the same parameters under the same names, so a run's saved trainable
+tensors load back onto a fresh backbone after re-applying the method by name and cfg.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from torch import nn
 
 from musicpetl.backbones.base import Backbone
 
+from . import adapter, bitfit, lora, prefix, prompt, ssf
+
 
 @dataclass(frozen=True)
 class Method:
@@ -21,7 +27,7 @@ class Method:
     # probing trains the head on cached frozen features: no backbone in the training loop
     uses_feature_cache: bool = False
     # reparameterisable methods fold into plain backbone weights for inference
-    merge: Callable[[Backbone], None] | None = None
+    merge: Callable[[Backbone], Backbone] | None = None
     defaults: dict = field(default_factory=dict)
 
 
@@ -43,6 +49,25 @@ METHODS: dict[str, Method] = {
     "finetune": Method("finetune", _apply_finetune, "full fine-tuning: every backbone weight trains"),
     "probing": Method("probing", _apply_probing, "frozen backbone, MLP head on cached features",
                       uses_feature_cache=True),
+    "adapter": Method("adapter", adapter.apply, "bottleneck adapters after attention and FFN(s), plus the layers' "
+                      "LayerNorms", defaults={"bottleneck": 16}),
+    "prompt": Method("prompt", prompt.apply, "trainable input tokens prepended before the first layer",
+                     defaults={"tokens": 64}),
+    "prefix": Method("prefix", prefix.apply, "per-layer trainable key/value prefixes from an MLP",
+                     defaults={"tokens": 32, "hidden": 512}),
+    "bitfit": Method("bitfit", bitfit.apply, "biases of the linear maps and LayerNorms", merge=bitfit.merge),
+    "ssf": Method("ssf", ssf.apply, "per-channel scale and shift after every linear map", merge=ssf.merge),
+    "lora": Method("lora", lora.apply, "low-rank updates of every linear map (peft)", merge=lora.merge,
+                   defaults={"rank": 2, "alpha": 2, "dropout": 0.0}),
+    # further peft tuners that run on both backbones (not in the paper)
+    "dora": Method("dora", lora.apply_dora, "LoRA on the direction plus a magnitude vector (peft, use_dora)",
+                   merge=lora.merge, defaults={"rank": 2, "alpha": 2, "dropout": 0.0}),
+    "ia3": Method("ia3", lora.apply_ia3, "(IA)^3 rescaling of keys, values and FFN activations (peft)",
+                  merge=lora.merge),
+    "loha": Method("loha", lora.apply_loha, "low-rank Hadamard-product updates (peft)", merge=lora.merge,
+                   defaults={"rank": 2, "alpha": 2}),
+    "lokr": Method("lokr", lora.apply_lokr, "low-rank Kronecker-product updates (peft)", merge=lora.merge,
+                   defaults={"rank": 2, "alpha": 2}),
 }
 
 
@@ -55,6 +80,19 @@ def get_method(name: str) -> Method:
 def apply_method(backbone: Backbone, name: str, cfg: dict | None = None) -> Method:
     """Freeze the backbone, then let the method add/unfreeze what it trains."""
     method = get_method(name)
+    unknown = sorted(set(cfg or {}) - set(method.defaults))
+    if unknown:
+        raise ValueError(f"petl.{name}: unknown option(s) {unknown}; valid: {sorted(method.defaults) or 'none'}")
     freeze(backbone)
     method.apply(backbone, {**method.defaults, **(cfg or {})})
     return method
+
+
+def prepare_for_inference(backbone: Backbone, name: str) -> Backbone:
+    """Fold a reparameterisable method (BitFit, SSF, LoRA, ...) into plain weights, in place.
+
+    The result computes what the trained model computes at the cost of the bare backbone; methods
+    that add computation (adapter, prompt, prefix) come back unchanged.
+    """
+    method = get_method(name)
+    return method.merge(backbone) if method.merge is not None else backbone
