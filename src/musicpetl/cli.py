@@ -3,6 +3,7 @@
     musicpetl params --backbone musicfm-msd --layers 6 [--paper] [--json]
     musicpetl summary
     musicpetl compare <rev-or-exp-or-npz> ... [--alpha 0.05]
+    musicpetl export-peft [models/run.safetensors] [out_dir]
 """
 from __future__ import annotations
 
@@ -58,6 +59,14 @@ def _compare(args) -> int:
     return 0
 
 
+def _export_peft(args) -> int:
+    from musicpetl.run_io import export_peft_adapter
+
+    out = export_peft_adapter(args.run, args.out)
+    print(f"peft adapter written to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="musicpetl", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -78,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--seed", type=int, default=0)
     pc.add_argument("--json", action="store_true")
     pc.set_defaults(fn=_compare)
+    pe = sub.add_parser("export-peft", help="a LoRA/DoRA run in peft's adapter format")
+    pe.add_argument("run", nargs="?", default="models/run.safetensors")
+    pe.add_argument("out", nargs="?", default="models/peft_adapter")
+    pe.set_defaults(fn=_export_peft)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)

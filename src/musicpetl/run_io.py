@@ -83,3 +83,18 @@ def load_run(path: Path, device: str | torch.device = "cpu") -> PetlModel:
     model.load_state_dict(tensors, strict=False)
     model.config = cfg
     return model.to(device).eval()
+
+
+def export_peft_adapter(path: Path, out_dir: Path) -> Path:
+    """A LoRA/DoRA run in peft's adapter format (the head stays in the run file)."""
+    from musicpetl.petl import lora
+
+    model = load_run(path)
+    method = model.config["method"]
+    if method not in ("lora", "dora"):
+        raise ValueError(f"{path} is a {method} run; only lora and dora runs export to peft's adapter format")
+    cfg = {**model.config["method_cfg"], "use_dora": method == "dora"}
+    from musicpetl.petl import get_method
+
+    lora.export_peft(model.backbone, {**get_method(method).defaults, **cfg}, out_dir)
+    return Path(out_dir)

@@ -36,13 +36,32 @@ def inject(backbone: Backbone, config) -> None:
     inject_adapter_in_model(config, backbone)
 
 
-def apply(backbone: Backbone, cfg: dict) -> None:
+def lora_config(backbone: Backbone, cfg: dict):
     from peft import LoraConfig
 
-    rank = int(cfg["rank"])
-    inject(backbone, LoraConfig(r=rank, lora_alpha=float(cfg["alpha"]), lora_dropout=float(cfg["dropout"]),
-                                target_modules=target_names(backbone), bias="none", init_lora_weights=True,
-                                use_dora=bool(cfg.get("use_dora", False))))
+    return LoraConfig(r=int(cfg["rank"]), lora_alpha=float(cfg["alpha"]), lora_dropout=float(cfg["dropout"]),
+                      target_modules=target_names(backbone), bias="none", init_lora_weights=True,
+                      use_dora=bool(cfg.get("use_dora", False)))
+
+
+def apply(backbone: Backbone, cfg: dict) -> None:
+    inject(backbone, lora_config(backbone, cfg))
+
+
+def export_peft(backbone: Backbone, cfg: dict, out_dir) -> None:
+    """Write the LoRA (or DoRA) weights in peft's adapter format: adapter_config.json +
+    adapter_model.safetensors, loadable with `inject_adapter_in_model` + `set_peft_model_state_dict`
+    onto the same backbone (module paths `layers.<i>.<role>`)."""
+    from pathlib import Path
+
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lora_config(backbone, cfg).save_pretrained(str(out))
+    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(backbone).items()}
+    save_file(state, str(out / "adapter_model.safetensors"))
 
 
 def apply_dora(backbone: Backbone, cfg: dict) -> None:
