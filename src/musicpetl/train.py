@@ -5,7 +5,6 @@ trains on random crops from the audio store with the backbone in the loop.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from pathlib import Path

@@ -44,3 +44,23 @@ class Task:
     def item_metric(self):
         """metric(labels, probs) -> primary score, for bootstrap resampling over test items."""
         return lambda labels, probs: self.metrics(list(labels), np.asarray(probs))[self.primary_metric]
+
+
+@dataclass
+class SingleLabelTask(Task):
+    """One class per item (genre, key): class index target, cross-entropy, softmax, arg-max."""
+
+    def encode(self, label) -> np.ndarray:
+        if not 0 <= int(label) < self.n_outputs:
+            raise ValueError(f"{self.name} label must be 0..{self.n_outputs - 1} ({self.classes[0]} .. "
+                             f"{self.classes[-1]}), got {label!r}")
+        return np.array(int(label), dtype=np.float32)
+
+    def loss(self, logits, target):
+        return torch.nn.functional.cross_entropy(logits, target.long())
+
+    def probabilities(self, logits):
+        return logits.softmax(dim=-1)
+
+    def decode(self, probs):
+        return probs.argmax(axis=-1)

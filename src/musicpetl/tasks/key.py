@@ -5,10 +5,8 @@ from dataclasses import dataclass
 
 import mir_eval
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from .base import Task
+from .base import SingleLabelTask
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 KEY_NAMES = tuple(f"{pc} major" for pc in PITCH_CLASSES) + tuple(f"{pc} minor" for pc in PITCH_CLASSES)
@@ -19,24 +17,10 @@ def key_name(label: int) -> str:
 
 
 @dataclass
-class KeyTask(Task):
+class KeyTask(SingleLabelTask):
     name: str = "key"
     primary_metric: str = "weighted_score"
     classes: tuple[str, ...] = KEY_NAMES
-
-    def encode(self, label) -> np.ndarray:
-        if not 0 <= int(label) < 24:
-            raise ValueError(f"key label must be 0..23 (C major .. B minor), got {label!r}")
-        return np.array(int(label), dtype=np.float32)
-
-    def loss(self, logits, target):
-        return F.cross_entropy(logits, target.long())
-
-    def probabilities(self, logits):
-        return logits.softmax(dim=-1)
-
-    def decode(self, probs):
-        return probs.argmax(axis=-1)
 
     def item_scores(self, labels, probs):
         pred = self.decode(np.asarray(probs))

@@ -31,6 +31,13 @@ def missing_error(name: str, folder: Path, missing: list[str], hint: str) -> Fil
     return FileNotFoundError(f"{name}: {folder} lacks:\n  {shown}\n{hint}")
 
 
+def require_user_files(name: str, folder: Path, missing: list[str]) -> None:
+    """With `<name>_dir` set nothing is downloaded: what is missing there is an error."""
+    if missing:
+        raise missing_error(name, folder, missing, f"data.overrides.{name}_dir is set, so nothing is downloaded: "
+                            f"add the files, or unset {name}_dir to download into data.root.")
+
+
 def fetch_repo(source: Source, folder: Path, dest_name: str, progress: bool = True) -> Path:
     """Download a repository archive, unpack its single top folder to `folder/dest_name`, remove
     the archive. Into an existing `dest_name` (an incomplete earlier run) the repository's entries

@@ -31,7 +31,7 @@ from pathlib import Path
 from musicpetl.data import download as dl
 from musicpetl.data import parsers
 from musicpetl.data.dataset import Context, Dataset, SplitResult
-from musicpetl.data.datasets.common import fetch_repo, github_archive, missing_error, user_dir
+from musicpetl.data.datasets.common import fetch_repo, github_archive, missing_error, require_user_files, user_dir
 from musicpetl.data.download import DownloadError, Source
 from musicpetl.data.splits import seeded_split
 from musicpetl.tasks.key import KEY_NAMES
@@ -116,9 +116,7 @@ def fetch(root: Path, ctx: Context) -> None:
             if not any(audio.glob("*.LOFI.mp3")):
                 missing.append(f"{PARTS[p].repo}/audio/<id>.LOFI.mp3 (none found; the repository's audio_dl.sh "
                                "fetches them)")
-        if missing:
-            raise missing_error(NAME, folder, missing, "data.overrides.giantsteps_dir is set, so nothing is "
-                                "downloaded: add the files, or unset giantsteps_dir to download into data.root.")
+        require_user_files(NAME, folder, missing)
         return
     folder.mkdir(parents=True, exist_ok=True)
     failed = []

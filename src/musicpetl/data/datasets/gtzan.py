@@ -27,7 +27,7 @@ from musicpetl.data import parsers
 from musicpetl.data.dataset import Context, Dataset, SplitResult
 from musicpetl.data import download as dl
 from musicpetl.data.download import DownloadError, Source
-from musicpetl.data.datasets.common import fetch_repo, github_archive, missing_error, remove_download, user_dir
+from musicpetl.data.datasets.common import fetch_repo, github_archive, missing_error, remove_download, require_user_files, user_dir
 from musicpetl.tasks.key import KEY_NAMES
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,7 @@ def fetch(root: Path, ctx: Context) -> None:
         missing = _missing_metadata(folder)
         if not audio_index(folder):
             missing.append("audio: <genre>/<genre>.<nnnnn>.wav|.au files (none found)")
-        if missing:
-            raise missing_error(NAME, folder, missing, "data.overrides.gtzan_dir is set, so nothing is "
-                                "downloaded: add the files, or unset gtzan_dir to download into data.root.")
+        require_user_files(NAME, folder, missing)
         return
     folder.mkdir(parents=True, exist_ok=True)
     dl.fetch_all(SPLIT_SOURCES, folder / "splits", progress=ctx.progress)

@@ -22,7 +22,7 @@ from pathlib import Path
 from musicpetl.data import download as dl
 from musicpetl.data import parsers
 from musicpetl.data.dataset import Context, Dataset, SplitResult
-from musicpetl.data.datasets.common import missing_error, remove_download, user_dir, with_base_url
+from musicpetl.data.datasets.common import missing_error, remove_download, require_user_files, user_dir, with_base_url
 from musicpetl.data.download import DownloadError, Source
 
 log = logging.getLogger(__name__)
@@ -94,9 +94,7 @@ def fetch(root: Path, ctx: Context) -> None:
         missing = _missing_split_files(folder)
         if not _has_audio(folder):
             missing.append("mp3/<0-9a-f>/<clip>.mp3 (the unpacked mp3.zip; none found)")
-        if missing:
-            raise missing_error(NAME, folder, missing, "data.overrides.mtat_dir is set, so nothing is downloaded: "
-                                "add the files, or unset mtat_dir to download into data.root.")
+        require_user_files(NAME, folder, missing)
         return
     base = (ctx.overrides or {}).get("mtat_base_url")
     folder.mkdir(parents=True, exist_ok=True)

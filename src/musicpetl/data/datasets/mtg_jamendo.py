@@ -21,7 +21,7 @@ from pathlib import Path
 from musicpetl.data import download as dl
 from musicpetl.data import parsers
 from musicpetl.data.dataset import Context, Dataset, SplitResult
-from musicpetl.data.datasets.common import missing_error, remove_download, user_dir
+from musicpetl.data.datasets.common import missing_error, remove_download, require_user_files, user_dir
 from musicpetl.data.download import Source
 
 NAME = "mtg_jamendo"
@@ -187,9 +187,7 @@ def fetch(root: Path, ctx: Context) -> None:
         if not audio_dir.is_dir() or not any(p.is_dir() for p in audio_dir.iterdir()):
             missing.append(f"{audio_type}/<NN>/<id>{'.low' if audio_type == 'audio-low' else ''}.mp3 "
                            "(the unpacked raw_30s tars; none found)")
-        if missing:
-            raise missing_error(NAME, folder, missing, "data.overrides.mtg_jamendo_dir is set, so nothing is "
-                                "downloaded: add the files, or unset mtg_jamendo_dir to download into data.root.")
+        require_user_files(NAME, folder, missing)
         return
     folder.mkdir(parents=True, exist_ok=True)
     dl.fetch_all(META_SOURCES, folder, progress=ctx.progress)
