@@ -445,6 +445,13 @@ def test_giantsteps_fetch_only_the_parts_asked_for(tmp_path, giantsteps_server):
         giantsteps.fetch(tmp_path, ctx(giantsteps_parts="genre"))
 
 
+def test_giantsteps_fetches_what_data_task_needs(tmp_path, giantsteps_server):
+    c = Context(seed=0, task="tempo", overrides={"giantsteps_base_url": f"{giantsteps_server.url}/jku"},
+                progress=False)
+    giantsteps.fetch(tmp_path, c)
+    assert sorted(p.name for p in (tmp_path / "giantsteps").iterdir()) == ["giantsteps-tempo-dataset"]
+
+
 # ------------------------------------------------------------------------------------- MTAT
 
 MTAT_TAGS = ["guitar", "classical", "slow", "techno"]

@@ -101,7 +101,7 @@ class Params:
         """What dataset entries read (data/dataset.py Context)."""
         from musicpetl.data.dataset import Context
 
-        return Context(seed=self.seed, overrides=dict(self.data.overrides), split=vars(self.data.split),
+        return Context(seed=self.seed, task=self.data.task, overrides=dict(self.data.overrides), split=vars(self.data.split),
                        synth=vars(self.data.synth))
 
     def method_options(self) -> dict:

@@ -10,6 +10,7 @@ from typing import Callable
 class Context:
     """Everything a dataset entry may read from params, passed to `fetch` and `build`."""
     seed: int = 0
+    task: str = ""  # data.task: a dataset serving several tasks fetches only what this one needs
     overrides: dict = field(default_factory=dict)  # data.overrides: local paths / archive URLs
     split: dict = field(default_factory=dict)  # data.split: shares for datasets without an official split
     synth: dict = field(default_factory=dict)  # data.synth

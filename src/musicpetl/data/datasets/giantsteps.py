@@ -19,7 +19,7 @@ of each split stay the same across training seeds.
 
 Overrides: `giantsteps_dir` (files already there: download nothing), `giantsteps_base_url` (a
 mirror laid out like www.cp.jku.at/datasets/giantsteps/: `mtg_key_backup/` and `backup/`),
-`giantsteps_parts` (tasks to fetch, e.g. "key"; default both), `giantsteps_allow_missing_audio`
+`giantsteps_parts` (tasks to fetch, e.g. "key,tempo"; default data.task), `giantsteps_allow_missing_audio`
 (go on when some MP3 cannot be fetched from any mirror; build then drops them).
 """
 from __future__ import annotations
@@ -72,7 +72,8 @@ TASK_PARTS = {"key": ("mtg_key", "key"), "tempo": ("tempo",)}
 
 
 def _parts(ctx: Context) -> list[str]:
-    want = (ctx.overrides or {}).get("giantsteps_parts") or list(TASK_PARTS)
+    # only the task being run (data.task), unless the user asks for more
+    want = (ctx.overrides or {}).get("giantsteps_parts") or ([ctx.task] if ctx.task in TASK_PARTS else list(TASK_PARTS))
     if isinstance(want, str):
         want = [w.strip() for w in want.split(",") if w.strip()]
     bad = [w for w in want if w not in TASK_PARTS]
