@@ -29,22 +29,10 @@ import sys
 import time
 from pathlib import Path
 
+from procmem import proc_status_mib, reset_peak_rss  # bench/procmem.py (the script's folder)
+
 SYSTEMS = ("mert-ours", "mert-hf", "musicfm-ours", "musicfm-hf")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def proc_status_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def reset_peak_rss() -> None:
-    """VmHWM := VmRSS (Linux >= 4.0), so the next VmHWM is the forward's own peak."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 def maxrss_mib() -> float:
