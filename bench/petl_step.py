@@ -1,8 +1,9 @@
 """Training step, peak memory and inference cost of each PETL method, same run, both backbones.
 
-    PYTHONPATH=src .venv/bin/python bench/petl_step.py --json /tmp/petl_step.json   # ~13 min on 2 cores
-    PYTHONPATH=src .venv/bin/python bench/petl_step.py --quick                      # tiny backbones, smoke check
-    PYTHONPATH=src .venv/bin/python bench/petl_step.py --report /tmp/petl_step.json # tables of a saved run
+    PYTHONPATH=src .venv/bin/python bench/petl_step.py --json petl_step.json   # ~14 min on 2 cores
+    PYTHONPATH=src .venv/bin/python bench/petl_step.py --quick                  # tiny backbones, smoke check
+    PYTHONPATH=src .venv/bin/python bench/petl_step.py --report petl_step.json # tables of a saved run
+    PYTHONPATH=src .venv/bin/python bench/petl_step.py --breakdown              # phases of a step, ~4 min
 
 Set-up: random weights at full size (speed does not depend on the values), first 6 layers, batch
 2 x 5 s of 24 kHz audio (2, 120000), fp32, 2 threads, the paper's MLP head (`PetlModel`), 10 classes.
@@ -27,14 +28,17 @@ order reversed every other round, so that load from other processes hits them al
                    1 warm-up forward, then `--forwards` timed forwards (cheap next to a step: more
                    samples for a ratio whose target is 1.00).
 
-Reported per system: median over all timed steps / forwards of all rounds of the wall time (the JSON
-also has the process CPU time, all threads, and the fastest step); peak RSS = max over rounds.
-Ratios: step / finetune step, inference / bare inference: per round, median / median of the
+Reported per system: median over all timed steps / forwards of all rounds, of the wall time and of
+the process CPU time (all threads; the JSON also has the fastest step); peak RSS = max over rounds.
+Time ratios (step / finetune step, inference / bare inference): per round, median / median of the
 reference in the same round (a change of load between rounds cancels), then the geometric mean over
-rounds, with the rounds' range; peak RSS / finetune peak RSS. The CPU-time
-ratios (both threads) are a cross-check that waiting for a core does not inflate; they count a
+rounds, with the rounds' range. Memory ratios: peak RSS / finetune's, step extra / finetune's. The
+CPU-time ratios are a cross-check that waiting for a core does not inflate; they count a
 single-threaded phase half as much as a 2-thread one, so they part from the wall ratios where the
 two systems' parallelism differs.
+
+`--breakdown` times the phases of a training step instead (front end, layers forward, head + loss,
+backward, Adam; one process per backbone and method, no rounds): where the step ratios come from.
 
 Workers run with OMP_WAIT_POLICY=PASSIVE (`--omp-wait-policy` to change it): on 2 cores shared with
 another job, libgomp's default spin-wait lets one thread spin through its time slice waiting for its
@@ -118,6 +122,8 @@ def worker(args) -> dict:
 
     apply_method(backbone, method)
     model = PetlModel(backbone, N_OUT, args.layers, method=method)
+    if kind == "breakdown":
+        return {**res, "phases": breakdown_steps(model, x, y, args)}
     res["trainable_backbone"] = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
     res["trainable_head"] = sum(p.numel() for p in model.head.parameters())
     if method == "probing":
@@ -156,6 +162,69 @@ def worker(args) -> dict:
     res["step_extra_mib"] = res["peak_rss_mib"] - before
     res["loadavg_end"] = os.getloadavg()[0]
     return res
+
+
+def breakdown_steps(model, x, y, args) -> dict[str, list[float]]:
+    """Training steps as `Backbone.forward` runs them, each phase timed on its own."""
+    import torch
+    import torch.nn.functional as F
+
+    bb, n = model.backbone, args.layers
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=1e-4)
+    model.train()
+    phases = {k: [] for k in ("front end", "layers forward", "head + loss", "backward", "Adam")}
+    for it in range(args.steps + 1):
+        opt.zero_grad(set_to_none=True)
+        t = [time.perf_counter()]
+        with torch.set_grad_enabled(bb.frontend_trainable()):
+            h = bb.embed(x)
+        t.append(time.perf_counter())
+        n_prompt = 0
+        if bb.input_prompt is not None:
+            frames = h.shape[1]
+            h = bb.input_prompt(h)
+            n_prompt = h.shape[1] - frames
+        ctx = bb.layer_context(h)
+        for i in range(n):
+            h = bb.layers[i](h, **ctx)
+        if n == bb.cfg.num_layers:
+            h = bb.finalize(h)
+        t.append(time.perf_counter())
+        loss = F.cross_entropy(model.head(h[:, n_prompt:].mean(dim=1)), y)
+        t.append(time.perf_counter())
+        loss.backward()
+        t.append(time.perf_counter())
+        opt.step()
+        t.append(time.perf_counter())
+        if it:  # the first step is the warm-up
+            for k, a, b in zip(phases, t, t[1:]):
+                phases[k].append(b - a)
+    return phases
+
+
+def run_breakdown(args, methods: list[str], names: dict, env: dict) -> None:
+    """One process per backbone and training method: where a step's time goes (no rounds)."""
+    print(f"Phases of a training step, ms (median of {args.steps} steps after 1 warm-up, one process each; "
+          f"front end: no autograd unless it trains, i.e. for finetune only):\n")
+    for bb in args.backbones:
+        print(f"{bb} ({names[bb]}):\n")
+        rows = []
+        for method in (m for m in methods if m != "probing"):
+            cmd = [sys.executable, __file__, "--worker", f"breakdown/{method}", "--backbone", names[bb],
+                   "--seconds", str(args.seconds), "--layers", str(args.layers), "--batch", str(args.batch),
+                   "--threads", str(args.threads), "--steps", str(args.steps), "--forwards", "0"]
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if res.returncode:
+                sys.exit(f"{bb} breakdown/{method} failed:\n{res.stderr[-3000:]}")
+            phases = json.loads(res.stdout.strip().splitlines()[-1])["phases"]
+            rows.append((method, {k: 1000 * statistics.median(v) for k, v in phases.items()}))
+        keys = list(rows[0][1])
+        print("| method | " + " | ".join(keys) + " | total |")
+        print("|---|" + "---|" * (len(keys) + 1))
+        for method, ms in rows:
+            print(f"| {method} | " + " | ".join(f"{ms[k]:.0f}" for k in keys) + f" | {sum(ms.values()):.0f} |")
+        print()
 
 
 def systems_for(methods: list[str]) -> list[str]:
@@ -213,7 +282,7 @@ def report(rows: dict, meta: dict) -> str:
                 infer_cells = f"{inf['ms']:.0f}{tag} | {ratio_cell(inf, bare)} | {ratio_cell(inf, bare, 'cpu_times', False)}"
             if method == "probing":
                 lines.append(f"| probing: head-only step on cached features | {train_cells} | {infer_cells} |")
-                lines.append(f"| probing: feature forward (no grad, once per clip, = bare inference) | | {bare['ms']:.0f} | "
+                lines.append(f"| probing: feature forward (no grad, computed once and cached; = bare inference) | | {bare['ms']:.0f} | "
                              f"{ratio_cell(bare, ft)} | {ratio_cell(bare, ft, 'cpu_times', False)} | | | | | | |")
             else:
                 lines.append(f"| {method} | {train_cells} | {infer_cells} |")
@@ -238,6 +307,8 @@ def main() -> None:
     ap.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"],
                     help="OMP_WAIT_POLICY of the workers (default PASSIVE: see the docstring)")
     ap.add_argument("--report", type=Path, help="print the tables of a saved --json and exit")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="instead: time the phases of a training step (front end, layers, backward, Adam)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--backbone", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -262,6 +333,9 @@ def main() -> None:
     env.pop("OMP_WAIT_POLICY", None)
     if args.omp_wait_policy != "default":
         env["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    if args.breakdown:
+        run_breakdown(args, methods, names, env)
+        return
     order = [(bb, s) for bb in args.backbones for s in systems_for(methods)]
     runs = {bb: {s: [] for s in systems_for(methods)} for bb in args.backbones}
     t_start = time.time()
@@ -275,6 +349,8 @@ def main() -> None:
                 sys.exit(f"{bb} {system} failed:\n{res.stderr[-3000:]}")
             run = json.loads(res.stdout.strip().splitlines()[-1])
             runs[bb][system].append(run)
+            if args.json:  # progress so far, in case the run is cut short; replaced by the results at the end
+                args.json.write_text(json.dumps({"partial": True, "runs": runs}))
             times = run["times"]
             feat = f"  feature forward {run['feature_forward_once_s']:.2f} s" if "feature_forward_once_s" in run else ""
             print(f"round {r + 1} {bb:8s} {system:16s} {' '.join(f'{t:.3f}' for t in times)} s (CPU "
