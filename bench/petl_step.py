@@ -180,18 +180,9 @@ def breakdown_steps(model, x, y, args) -> dict[str, list[float]]:
         with torch.set_grad_enabled(bb.frontend_trainable()):
             h = bb.embed(x)
         t.append(time.perf_counter())
-        n_prompt = 0
-        if bb.input_prompt is not None:
-            frames = h.shape[1]
-            h = bb.input_prompt(h)
-            n_prompt = h.shape[1] - frames
-        ctx = bb.layer_context(h)
-        for i in range(n):
-            h = bb.layers[i](h, **ctx)
-        if n == bb.cfg.num_layers:
-            h = bb.finalize(h)
+        h = bb.encode(h, n)[-1]  # prompt tokens already removed
         t.append(time.perf_counter())
-        loss = F.cross_entropy(model.head(h[:, n_prompt:].mean(dim=1)), y)
+        loss = F.cross_entropy(model.head(h.mean(dim=1)), y)
         t.append(time.perf_counter())
         loss.backward()
         t.append(time.perf_counter())

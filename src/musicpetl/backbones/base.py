@@ -73,6 +73,10 @@ class Backbone(nn.Module):
             wave = wave.unsqueeze(0)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.frontend_trainable()):
             x = self.embed(wave)
+        return self.encode(x, n)
+
+    def encode(self, x: torch.Tensor, num_layers: int) -> list[torch.Tensor]:
+        """The part after `embed`: prompt tokens, the first `num_layers` layers, prompt removed."""
         n_prompt = 0
         if self.input_prompt is not None:
             t = x.shape[1]
@@ -80,7 +84,7 @@ class Backbone(nn.Module):
             n_prompt = x.shape[1] - t
         ctx = self.layer_context(x)
         hidden = []
-        for i in range(n):
+        for i in range(num_layers):
             x = self.layers[i](x, **ctx)
             h = self.finalize(x) if i + 1 == self.cfg.num_layers else x
             hidden.append(h[:, n_prompt:])  # prompt tokens never reach pooling

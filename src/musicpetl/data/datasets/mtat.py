@@ -115,8 +115,6 @@ def fetch(root: Path, ctx: Context) -> None:
 
 
 def build(task: str, root: Path, ctx: Context) -> SplitResult:
-    if task != "tagging":
-        raise ValueError(f"mtat has no task {task!r}; valid: tagging")
     folder = DATASET.folder(root, ctx)
     missing = _missing_split_files(folder)
     if missing:

@@ -204,8 +204,6 @@ def fetch(root: Path, ctx: Context) -> None:
 
 
 def build(task: str, root: Path, ctx: Context) -> SplitResult:
-    if task != "tagging":
-        raise ValueError(f"mtg_jamendo has no task {task!r}; valid: tagging")
     folder = DATASET.folder(root, ctx)
     missing = _missing_metadata(folder)
     if missing:
