@@ -1,21 +1,26 @@
-"""Forward time and peak memory of our backbones vs the transformers oracles, same run.
+"""Forward time and peak memory of our backbones vs their oracles, same run.
 
     PYTHONPATH=src .venv/bin/python bench/backbone_forward.py            # 30 s, 6 layers, batch 1, fp32, 2 threads
 
 Systems (random weights at full size: speed does not depend on the values):
   mert-ours      our Mert (MERT-v1-95M config), truncated to 6 layers
   mert-hf        transformers HubertModel with the same config and num_hidden_layers=6
+  mert330-ours   our Mert (MERT-v1-330M config: 1024 wide, pre-LN), truncated to 6 layers
+  mert330-hf     transformers HubertModel, do_stable_layer_norm, num_hidden_layers=6
   musicfm-ours   our MusicFM (MSD config), truncated to 6 layers
   musicfm-hf     our mel + 2-D conv front end, then transformers Wav2Vec2ConformerEncoder
                  (rotary config, 6 layers): the reference code runs exactly that encoder
-Both oracles use attn_implementation="sdpa" (what from_pretrained picks), we use SDPA too.
+  muq-ours       our MuQ (MuQ-large-msd-iter config), truncated to 6 layers
+  muq-pkg        the `muq` package's MuQ built from the release-shaped config with encoder_depth=6,
+                 its whole forward (mel, conv, conformer, prediction head) as `MuQ(x)` runs it
+All oracles use attn_implementation="sdpa" (what from_pretrained picks), we use SDPA too.
 
 Each measurement runs in a fresh subprocess (tracemalloc does not see torch's allocations; RSS does).
 Reported: forward time (median over all timed forwards of all rounds; systems are interleaved
 round by round so that load from other processes hits them alike), the process's peak RSS
-(ru_maxrss: model build included, e.g. our loaders build 12 layers then drop 6), and the forward's
-own extra = kernel high-water mark during the forwards (VmHWM, reset through /proc/self/clear_refs
-just before them) - RSS just before them.
+(ru_maxrss: model build and imports included, e.g. our loaders build 12 or 24 layers then drop the
+rest), and the forward's own extra = kernel high-water mark during the forwards (VmHWM, reset
+through /proc/self/clear_refs just before them) - RSS just before them.
 """
 from __future__ import annotations
 
@@ -31,7 +36,9 @@ from pathlib import Path
 
 from procmem import proc_status_mib, reset_peak_rss  # bench/procmem.py (the script's folder)
 
-SYSTEMS = ("mert-ours", "mert-hf", "musicfm-ours", "musicfm-hf")
+PAIRS = {"mert": "mert-v1-95m", "mert330": "mert-v1-330m", "musicfm": "musicfm-msd", "muq": "muq-large-msd-iter"}
+ORACLE = {"mert": "hf", "mert330": "hf", "musicfm": "hf", "muq": "pkg"}
+SYSTEMS = tuple(f"{pair}-{side}" for pair in PAIRS for side in ("ours", ORACLE[pair]))
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -41,24 +48,32 @@ def maxrss_mib() -> float:
 
 def build(system: str, num_layers: int):
     """A callable wave -> list of hidden states, in eval mode."""
-    import torch
-
     from musicpetl.backbones import build_backbone
 
-    if system.endswith("ours"):
-        model = build_backbone("mert-v1-95m" if system.startswith("mert") else "musicfm-msd",
-                               num_layers=num_layers).eval()
+    pair, side = system.rsplit("-", 1)
+    if side == "ours":
+        model = build_backbone(PAIRS[pair], num_layers=num_layers).eval()
         return lambda x: model(x, num_layers)
     import transformers
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_backbones import conformer_config, hubert_config  # the oracle configs of the tests
+    from test_backbones import MERT_CONFIGS, conformer_config, hubert_config  # the oracle configs of the tests
 
-    if system == "mert-hf":
-        config = hubert_config(num_layers=num_layers)
+    if pair in ("mert", "mert330"):
+        config = hubert_config(MERT_CONFIGS[PAIRS[pair]], num_layers=num_layers)
         config._attn_implementation = "sdpa"
         hf = transformers.HubertModel(config).eval()
         return lambda x: hf(x, output_hidden_states=True).hidden_states[1:]
+    if pair == "muq":
+        from dataclasses import replace
+
+        from test_backbones import MUQ_LARGE, muq_forward_compat, muq_release_config
+        import muq
+
+        ref = muq.MuQ(muq_release_config(replace(MUQ_LARGE, num_layers=num_layers))).eval()
+        muq_forward_compat(ref)
+        ref.model.conformer.config._attn_implementation = "sdpa"
+        return lambda x: ref(x, output_hidden_states=True).hidden_states[1:]
     config = conformer_config(num_layers=num_layers)
     config._attn_implementation = "sdpa"
     from transformers.models.wav2vec2_conformer.modeling_wav2vec2_conformer import Wav2Vec2ConformerEncoder
@@ -136,11 +151,11 @@ def main() -> None:
     print("| backbone | ours (s) | oracle (s) | time ours/oracle | ours forward extra (MiB) "
           "| oracle forward extra (MiB) | memory ours/oracle | ours peak RSS (MiB) | oracle peak RSS (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name in ("mert", "musicfm"):
-        o, h = rows.get(f"{name}-ours"), rows.get(f"{name}-hf")
+    for name in PAIRS:
+        o, h = rows.get(f"{name}-ours"), rows.get(f"{name}-{ORACLE[name]}")
         if not (o and h):
             continue
-        print(f"| {name} | {o['seconds']:.2f} | {h['seconds']:.2f} | {o['seconds'] / h['seconds']:.2f} "
+        print(f"| {PAIRS[name]} | {o['seconds']:.2f} | {h['seconds']:.2f} | {o['seconds'] / h['seconds']:.2f} "
               f"| {o['forward_extra_mib']:.0f} | {h['forward_extra_mib']:.0f} "
               f"| {o['forward_extra_mib'] / h['forward_extra_mib']:.2f} "
               f"| {o['peak_rss_mib']:.0f} | {h['peak_rss_mib']:.0f} |")

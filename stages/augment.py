@@ -2,13 +2,16 @@
 import shutil
 from pathlib import Path
 
+import _src  # noqa: F401  (this checkout's src/ before any installed musicpetl)
 from musicpetl.stage import run_stage
 
 
 def main(p):
+    from musicpetl.data.rawindex import verify_index
     from musicpetl.data.augment import augment_items
     from musicpetl.io import atomic_dir, read_jsonl, write_jsonl
 
+    verify_index("data/download.json")  # the raw audio read below is still what was indexed
     rows = read_jsonl("data/splits/items.jsonl")
     a = p.data.augment
     with atomic_dir("data/augmented") as tmp:

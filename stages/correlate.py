@@ -1,6 +1,7 @@
 """correlate: per-layer similarity of the trained model's test features to the pre-trained ones."""
 from pathlib import Path
 
+import _src  # noqa: F401  (this checkout's src/ before any installed musicpetl)
 from musicpetl.stage import run_stage
 
 
@@ -16,7 +17,7 @@ def main(p):
     model = load_run(Path("models/run.safetensors"))
     model.backbone = prepare_for_inference(model.backbone, model.method)
     cache = FeatureCache("data/features.h5")
-    feats, item, keys = cache.split("test")
+    feats, item, keys = cache.split("test", layers=model.num_layers)  # the cache may hold deeper layers
     n = min(len(keys), p.analysis.max_items)
     pre = track_means(feats, item, len(keys))[:n]
     seconds = cache.attrs["segment_seconds"]  # the cache's segmentation, so both sides see the same crops

@@ -2,13 +2,16 @@
 import json
 from pathlib import Path
 
+import _src  # noqa: F401  (this checkout's src/ before any installed musicpetl)
 from musicpetl.stage import run_stage
 
 
 def main(p):
+    from musicpetl.data.rawindex import verify_index
     from musicpetl.data.store import prepare_store
     from musicpetl.io import read_jsonl, write_json
 
+    verify_index("data/download.json")  # the raw audio read below is still what was indexed
     rows = read_jsonl("data/augmented/items.jsonl")
     for r in rows:  # one audio root for the store: resolve both origins to paths from the repo root
         base = Path("data/augmented") if "augmented_from" in r else Path(p.data.root)

@@ -21,12 +21,12 @@ def test_params_paper_json_is_table3(capsys):
 
 
 def test_params_follows_params_yaml(tmp_path, capsys):
-    text = (ROOT / "params.yaml").read_text().replace("lora: {rank: 2,", "lora: {rank: 4,", 1)
+    text = (ROOT / "tests/fixtures/params.yaml").read_text().replace("lora: {rank: 2,", "lora: {rank: 4,", 1)
     assert "lora: {rank: 4," in text
     (tmp_path / "params.yaml").write_text(text)
     assert main(["params", "--backbone", "mert-tiny", "--params", str(tmp_path / "params.yaml"), "--json"]) == 0
     lora4 = json.loads(capsys.readouterr().out)["methods"]["lora"]
-    assert main(["params", "--backbone", "mert-tiny", "--params", str(ROOT / "params.yaml"), "--json"]) == 0
+    assert main(["params", "--backbone", "mert-tiny", "--params", str(ROOT / "tests/fixtures/params.yaml"), "--json"]) == 0
     assert lora4 == 2 * json.loads(capsys.readouterr().out)["methods"]["lora"]
 
 

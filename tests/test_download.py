@@ -427,3 +427,94 @@ def test_join_parts_split_zip_then_extract(tmp_path):
     with pytest.raises(DownloadError, match="missing"):
         join_parts([parts[0], tmp_path / "mp3.zip.004"], tmp_path / "x.zip")
     assert not (tmp_path / "x.zip").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# what was verified is recorded (the download index reads it: tests/test_raw_index.py)
+
+
+def test_verified_files_are_recorded_in_the_ledger(server, tmp_path):
+    base, st = server
+    out = fetch(Source("sub/data.bin", (f"{base}/data.bin",), md5=MD5, sha256=SHA), tmp_path, progress=False)
+    assert dl.verified_digests(out) == {"md5": MD5, "sha256": SHA}
+    assert dl.read_ledger(out.parent)["data.bin"]["size"] == len(BODY)
+    plain = fetch(Source("plain.bin", (f"{base}/data.bin",)), tmp_path, progress=False)
+    assert dl.verified_digests(plain) == {}  # nothing published, nothing verified
+    out.write_bytes(BODY[::-1])  # same size, rewritten: the record no longer applies
+    assert dl.verified_digests(out) == {}
+    out.write_bytes(BODY)
+    fetch(Source("sub/data.bin", (f"{base}/data.bin",), sha256=SHA), tmp_path, progress=False)  # verified again
+    assert dl.verified_digests(out) == {"sha256": SHA}
+    dl.forget_verified(out)
+    assert not (out.parent / dl.LEDGER).exists()
+
+
+def test_archive_digests_survive_in_the_extraction_marker(tmp_path):
+    src = _tar(tmp_path / "src.tar.gz", [_file(n, d) for n, d in FILES.items()])
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    arc = fetch(Source("genres.tar.gz", (str(src),), sha256=digest), tmp_path / "downloads", progress=False)
+    files = extract(arc, tmp_path / "out", progress=False)
+    info, members = dl.read_marker(tmp_path / "out" / ".extracted-genres.tar.gz")
+    assert info == {"name": "genres.tar.gz", "size": src.stat().st_size, "sha256": digest}
+    assert sorted(members) == sorted(FILES)
+    assert sorted(extract(arc, tmp_path / "out", progress=False)) == sorted(files)  # still a no-op
+    plain = _tar(tmp_path / "plain.tar", [_file(n, d) for n, d in FILES.items()])  # not verified: no header
+    extract(plain, tmp_path / "out2", progress=False)
+    assert dl.read_marker(tmp_path / "out2" / ".extracted-plain.tar") == ({}, sorted(FILES))
+
+
+def test_joined_parts_carry_their_verified_digests(tmp_path):
+    parts = []
+    for i, chunk in enumerate((b"a" * 10, b"b" * 7), 1):
+        src = tmp_path / f"src.00{i}"
+        src.write_bytes(chunk)
+        parts.append(fetch(Source(f"x.zip.00{i}", (str(src),), md5=hashlib.md5(chunk).hexdigest()), tmp_path / "dl",
+                           progress=False))
+    out = join_parts(parts, tmp_path / "dl" / "x.zip")
+    assert dl.verified_info(out) == {"parts": [{"name": "x.zip.001", "size": 10, "md5": hashlib.md5(b"a" * 10).hexdigest()},
+                                               {"name": "x.zip.002", "size": 7, "md5": hashlib.md5(b"b" * 7).hexdigest()}]}
+    parts[1].write_bytes(b"c" * 7)
+    assert "parts" not in dl.verified_info(join_parts(parts, tmp_path / "dl" / "y.zip"))
+
+
+# ---------------------------------------------------------------------------------------------
+# checksum tables are data files (src/musicpetl/data/checksums/*.json), not Python literals
+
+
+def test_checksum_tables_load_and_feed_the_sources():
+    from musicpetl.data import checksums
+    from musicpetl.data.datasets import gtzan, mtat, mtg_jamendo
+
+    assert [s.name for s in gtzan.SPLIT_SOURCES] == ["train_filtered.txt", "valid_filtered.txt", "test_filtered.txt"]
+    assert gtzan.SPLIT_SOURCES[0].sha256 == checksums.table("gtzan")["splits"]["train_filtered.txt"]["sha256"]
+    assert [s.md5 for s in mtat.AUDIO_SOURCES] == [checksums.table("mtat")["audio"][f"mp3.zip.00{i}"]["md5"]
+                                                   for i in (1, 2, 3)]
+    assert len(mtg_jamendo.TAR_SHA256["audio"]) == len(mtg_jamendo.TAR_SHA256["audio-low"]) == 100
+    assert all(s.size for s in mtg_jamendo.META_SOURCES)
+    with pytest.raises(Exception, match="md5 must be 32 lower-case hex digits"):
+        checksums._check({"x": {"md5": "ABC"}}, "t.json")
+    with pytest.raises(Exception, match="size must be a whole number"):
+        checksums._check({"x": {"sha256": "0" * 64, "size": -1}}, "t.json")
+
+
+def test_no_checksum_literals_left_in_code():
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "musicpetl" / "data"
+    files = [src / "download.py", *sorted((src / "datasets").glob("*.py"))]
+    found = {f.name: re.findall(r"\b(?:[0-9a-f]{32}|[0-9a-f]{64})\b", f.read_text()) for f in files}
+    assert not {k: v for k, v in found.items() if v}
+
+
+def test_checksum_tables_are_package_data():
+    import tomllib
+    from fnmatch import fnmatch
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["musicpetl"]
+    tables = sorted((root / "src" / "musicpetl" / "data" / "checksums").glob("*.json"))
+    assert {t.stem for t in tables} >= {"gtzan", "mtat", "mtg_jamendo"}
+    for t in tables:
+        rel = t.relative_to(root / "src" / "musicpetl").as_posix()
+        assert any(fnmatch(rel, g) for g in globs), f"{rel} is not in [tool.setuptools.package-data]"

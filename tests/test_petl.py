@@ -1,7 +1,10 @@
-"""Every PETL method on both tiny backbones: what trains, what stays frozen, merging, save/load.
+"""Every PETL method on every registered backbone: what trains, what stays frozen, merging, save/load.
 
-Tiny random backbones (mert-tiny, musicfm-tiny) with dropout off, CPU, fp32. Parametrised over
-every registered method, the extra peft tuners included.
+The methods x backbones matrix: every registered method (the paper's six, full fine-tuning,
+probing and the extra peft tuners) on every toy-size registry entry (mert-tiny, mert-330m-tiny,
+musicfm-tiny, muq-tiny: the architectures of every full-size entry, see
+test_backbone_protocol.py), with dropout off, CPU, fp32, and no change in petl/ per backbone:
+methods reach a backbone only through its PETL surface (backbones/base.py).
 """
 from __future__ import annotations
 
@@ -11,18 +14,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from musicpetl.backbones import BACKBONES as REGISTRY
 from musicpetl.backbones import build_backbone
 from musicpetl.model import PetlModel
 from musicpetl.petl import METHODS, apply_method, get_method, prepare_for_inference
 from musicpetl.petl.ssf import ScaleShift
+from musicpetl.run_io import load_run, save_run
 
-BACKBONES = ["mert-tiny", "musicfm-tiny"]
+BACKBONES = [name for name, spec in REGISTRY.items() if not spec.pretrained]
 ALL = list(METHODS)
 PETL = [m for m in ALL if m not in ("finetune", "probing")]
 MERGEABLE = [m for m in ALL if METHODS[m].merge is not None]
 # methods whose init is the identity: the adapted model starts as the pre-trained one
 IDENTITY_AT_INIT = [m for m in ALL if m not in ("prompt", "prefix", "ssf")]
-N_SAMPLES = 9600  # 0.4 s: MERT 29 frames, MusicFM 10 frames
+N_SAMPLES = 9600  # 0.4 s: MERT 29 frames, MusicFM / MuQ 10 frames
 SMALL = {"prefix": {"tokens": 4, "hidden": 16}, "prompt": {"tokens": 4}}  # fast variants for the loops
 
 
@@ -215,12 +220,17 @@ def test_only_method_params_change(bare, wave, name, method):
 @pytest.mark.parametrize("name", BACKBONES)
 @pytest.mark.parametrize("method", ALL)
 def test_training_reduces_loss(bare, wave, name, method):
-    """20 Adam steps on one fixed batch fit it (method + head)."""
+    """40 Adam steps on one fixed batch fit it (method + head).
+
+    Step 3e-3: on the pre-LN toy (mert-330m-tiny) the residual stream is ~0.1 in scale, so biases and
+    LayerNorm shifts moved 1e-2 per step (BitFit, adapter's norms, SSF) swamp the input-dependent
+    part before the head can use it (BitFit at 1e-2: loss 1.12 -> 0.99 in 20 steps, 0.96 in 40);
+    at 3e-3 every method fits every toy backbone (worst: loss x 0.49 after 40 steps)."""
     model = _step_model(bare, name, method).train()
-    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-3 if method == "finetune" else 1e-2)
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-3 if method == "finetune" else 3e-3)
     y = torch.tensor([0, 1, 2, 0])
     losses = []
-    for _ in range(20):
+    for _ in range(40):
         opt.zero_grad()
         loss = F.cross_entropy(model(wave), y)
         loss.backward()
@@ -310,3 +320,35 @@ def test_a_deep_copy_is_independent(bare, wave, method):
         perturb_trainable_(b, seed=11)
         assert (b(wave)[-1] - ref).abs().max() > 1e-5
         torch.testing.assert_close(a(wave)[-1], ref, rtol=0, atol=0)
+
+
+# -- the matrix: train, merge, run file ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", BACKBONES)
+@pytest.mark.parametrize("method", ALL)
+def test_method_trains_merges_and_round_trips_a_run_file(bare, wave, tmp_path, name, method):
+    """A training step moves what the method trains; the run file (musicpetl.run_io) holds only
+    that plus the head and reloads onto a fresh backbone to the same predictions, bit for bit; the
+    merged model (what evaluation runs) predicts the same."""
+    model = _step_model(bare, name, method).train()
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-2)
+    y = torch.tensor([0, 1, 2, 0])
+    start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    for _ in range(2):  # zero-init factors (LoRA B, adapter up) pass the gradient on from step 2
+        opt.zero_grad()
+        loss = F.cross_entropy(model(wave), y)
+        assert torch.isfinite(loss)
+        loss.backward()
+        opt.step()
+    moved = {n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p.detach(), start[n])}
+    assert {n for n in moved if n.startswith("backbone.")} or method == "probing", f"{name} {method}: nothing trained"
+    model.eval()
+    with torch.no_grad():
+        expected = model(wave)
+    path = tmp_path / "run.safetensors"
+    save_run(path, model, method, SMALL.get(method, {}), name, 6, task_info={"task": "genre", "seed": 0, "checkpoint": ""})
+    loaded = load_run(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(wave), expected)
+        loaded.backbone = prepare_for_inference(loaded.backbone, method)
+        torch.testing.assert_close(loaded(wave), expected, rtol=0, atol=1e-5)

@@ -60,7 +60,7 @@ def test_rows_match_the_files(corpus):
     assert sorted(p.name for p in (out / "audio").iterdir()) == [f"{r['key']}.wav" for r in rows]
     assert not list(out.rglob(".*"))  # no temp files left behind
     for r in rows:
-        assert set(r) == {"key", "audio_path", "sr", "length", "key_label", "tempo", "tags", "style"}
+        assert set(r) == {"key", "audio_path", "sr", "length", "key_label", "tempo", "tags", "style", "beats"}
         info = sf.info(out / r["audio_path"])
         assert (info.samplerate, info.channels, info.subtype) == (SAMPLE_RATE, 1, "PCM_16")
         assert r["sr"] == SAMPLE_RATE and info.frames == r["length"] == round(DEFAULT_DURATION * SAMPLE_RATE)

@@ -69,5 +69,5 @@ def test_loss_decreases_on_fixed_batch(name, classes):
 
 
 def test_unknown_task_lists_valid():
-    with pytest.raises(ValueError, match="valid: key, tempo, tagging, genre"):
-        make_task("beat")
+    with pytest.raises(ValueError, match="valid: key, tempo, tagging, genre, beat"):
+        make_task("onsets")

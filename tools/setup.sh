@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Create .venv and install musicpetl (editable) with the given extras; a no-op when nothing changed.
+# Set up .venv exactly as uv.lock says (every package, transitive ones included, pinned with hashes).
+# Both ./run and ./test call this; it installs the same environment (dev extras included), so
+# either after the other installs nothing. A no-op in well under a second when nothing changed.
+#   refresh the lock after editing pyproject.toml:  tools/setup.sh --relock   (uv lock --upgrade)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-}"
+UV_VERSION=0.13.9  # the locking tool itself, pinned
+export UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=.venv
 py="${PYTHON:-python3.11}"
 command -v "$py" >/dev/null 2>&1 || py=python3
-if [ ! -x .venv/bin/python ]; then
-  echo "[setup] creating .venv with $("$py" --version)"
-  "$py" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
+if [ "$(.uv/bin/uv --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  echo "[setup] installing uv $UV_VERSION into .uv/"
+  rm -rf .uv
+  "$py" -m venv .uv
+  .uv/bin/python -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
 fi
-stamp=".venv/.musicpetl-installed${extras:+-$extras}"
-want="$(sha256sum pyproject.toml | cut -c1-16)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "[setup] installing musicpetl${extras:+[$extras]} into .venv (first time: a few minutes, torch is large)"
-  .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
-  echo "$want" > "$stamp"
+if [ "${1:-}" = "--relock" ]; then
+  .uv/bin/uv lock --upgrade --python "$py"
+  shift
 fi
+# --locked: fail (instead of silently re-resolving) when uv.lock does not match pyproject.toml
+.uv/bin/uv sync --locked --all-extras --python "$py" --quiet

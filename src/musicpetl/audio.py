@@ -7,8 +7,10 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
+from musicpetl.errors import MusicPetlError
 
-class AudioError(RuntimeError):
+
+class AudioError(MusicPetlError, RuntimeError):
     """A file that cannot be used, with the reason (the prepare stage lists these)."""
 
 

@@ -1,7 +1,11 @@
-"""Track-level prediction (whole tracks cut into segments, per-segment outputs averaged) and metrics."""
+"""Track-level prediction (whole tracks cut into segments, per-segment outputs averaged), metrics
+with intervals and the baseline beside them, and what a researcher reads: per-item predictions as
+CSV with class names and the actual/predicted pairs of a confusion matrix."""
 from __future__ import annotations
 
+import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -9,21 +13,26 @@ import torch
 from tqdm import tqdm
 
 from musicpetl.data.store import AudioStore
+from musicpetl.errors import InputError
 from musicpetl.features import FeatureCache
-from musicpetl.tasks.base import Task
+from musicpetl.tasks.base import SingleLabelTask, Task
+from musicpetl.tasks.tagging import TaggingTask
+from musicpetl.tasks.tempo import TempoTask
 
 
 @torch.no_grad()
 def predict_tracks(model, store: AudioStore, split: str, task: Task, segment_seconds: float,
-                   batch_size: int = 8, progress: bool = True, max_items: int | None = None) -> np.ndarray:
-    """(N, n_out) track-level probabilities: the mean of per-segment probabilities, as the paper."""
+                   batch_size: int = 8, progress: bool = True, max_items: int | None = None,
+                   rows: list[dict] | None = None) -> np.ndarray:
+    """(N, n_out) track-level probabilities: the mean of per-segment probabilities, as the paper.
+    `rows`: these items instead of the split's (a DDP rank's share of validation)."""
     from musicpetl.audio import segment_starts
 
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
     seg_len = model.backbone.segment_length(segment_seconds)
-    rows = store.rows(split)[:max_items]
+    rows = store.rows(split)[:max_items] if rows is None else rows
     out = []
     for row in tqdm(rows, desc=f"predict {split}", disable=not progress, unit="clip", leave=False):
         wave = torch.from_numpy(store.audio(row))
@@ -39,11 +48,19 @@ def predict_tracks(model, store: AudioStore, split: str, task: Task, segment_sec
 
 
 @torch.no_grad()
-def predict_tracks_from_cache(head, cache: FeatureCache, split: str, layer: int, task: Task) -> np.ndarray:
-    """Probing: the head on cached segment features, averaged per track."""
+def predict_tracks_from_cache(head, cache: FeatureCache, split: str, layer: int, task: Task,
+                              expect: dict | None = None) -> np.ndarray:
+    """Probing: the head on cached segment features, averaged per track. `layer`: the last used
+    layer (a head that mixes layers reads layers 1..layer). `expect`: the reader's
+    `features.feature_fingerprint`, checked against the cache's."""
+    if expect is not None:
+        cache.check(expect)
     was_training = head.training
     head.eval()
-    feats, item, keys = cache.split(split, layer)
+    if getattr(head, "layer_input", "last") == "last":
+        feats, item, keys = cache.split(split, layer)
+    else:
+        feats, item, keys = cache.split(split, layers=layer)
     probs = task.probabilities(head(torch.from_numpy(feats).float())).numpy()
     head.train(was_training)
     out = np.zeros((len(keys), probs.shape[1]), dtype=np.float64)
@@ -51,22 +68,117 @@ def predict_tracks_from_cache(head, cache: FeatureCache, split: str, layer: int,
     return (out / np.bincount(item, minlength=len(keys))[:, None]).astype(np.float32)
 
 
-def score(task: Task, labels: list, probs: np.ndarray, n_boot: int = 1000, alpha: float = 0.05,
-          seed: int = 0) -> dict:
-    """Metrics plus a bootstrap (1 - alpha) interval of every metric over test items."""
-    from musicpetl.stats import bootstrap_ci, bootstrap_mean_ci
+PROPORTIONS = frozenset({"accuracy", "acc1", "acc2"})
+"""Metrics that are the share of items scored right (1) or wrong (0): a Wilson interval, at any n."""
 
-    result = dict(task.metrics(labels, probs))
-    per_item = task.item_scores(labels, probs)
-    for name in list(result):
-        if name == "tags_scored" or n_boot <= 0:
-            continue
-        if per_item is not None:
-            _, lo, hi = bootstrap_mean_ci(per_item[name], n_boot=n_boot, alpha=alpha, seed=seed)
+
+def _metric_names(values: dict) -> list[str]:
+    return [k for k, v in values.items() if isinstance(v, float)]  # not counts such as tags_scored
+
+
+def _intervals(task: Task, labels: list, probs: np.ndarray, names: list[str], n_boot: int, alpha: float,
+               seed: int) -> dict:
+    """name -> stats.Interval: Wilson for proportions, BCa over resampled items for the rest."""
+    from musicpetl.stats import Interval, bootstrap_intervals, mean_interval, metric_interval, tagging_statistic, \
+        wilson_interval
+
+    n = len(labels)
+    out = {}
+    per_item = task.item_scores(labels, probs) or {}
+    for name in names:
+        s = per_item.get(name)
+        if name in PROPORTIONS and s is not None and np.isin(s, (0.0, 1.0)).all():
+            out[name] = wilson_interval(int(np.sum(s)), n, alpha)
+    rest = [m for m in names if m not in out]
+    if rest and n_boot <= 0:
+        point = task.metrics(labels, probs)
+        return {**out, **{m: Interval(point[m], None, None, n, "none: eval.bootstrap = 0") for m in rest}}
+    if isinstance(task, TaggingTask) and set(rest) <= {"mAP", "ROC-AUC"}:
+        # vectorised: the generic path calls scikit-learn n + n_boot times (bench/bootstrap.py)
+        y = np.stack([task.encode(lab) for lab in labels])
+        ivs, _ = bootstrap_intervals(tagging_statistic(y, probs), n, n_boot=n_boot, alpha=alpha, seed=seed,
+                                     vectorized=True)
+        fast = dict(zip(("mAP", "ROC-AUC"), ivs))
+        exact = task.metrics(labels, probs)
+        for m in rest:
+            if not np.allclose(fast[m].point, exact[m], rtol=0, atol=1e-9, equal_nan=True):
+                raise RuntimeError(f"vectorised {m} {fast[m].point} != TaggingTask.metrics {exact[m]}")
+            out[m] = fast[m]
+        return out
+    for name in rest:
+        if per_item.get(name) is not None:
+            out[name] = mean_interval(per_item[name], n_boot=n_boot, alpha=alpha, seed=seed)
         else:
             metric = lambda y, p, name=name: task.metrics(list(y), np.asarray(p))[name]  # noqa: E731
-            _, lo, hi = bootstrap_ci(metric, list(labels), probs, n_boot=n_boot, alpha=alpha, seed=seed)
-        result[f"{name}_low"], result[f"{name}_high"] = float(lo), float(hi)
+            out[name] = metric_interval(metric, list(labels), probs, n_boot=n_boot, alpha=alpha, seed=seed)
+    return out
+
+
+def baseline_prediction(task: Task, train_labels: list) -> tuple[np.ndarray, str] | None:
+    """(output, description) of a model that ignores its input, learnt from the training labels: the
+    majority class (genre, key), the most common tempo (rounded BPM), every tag's training frequency.
+    Every test item gets this output; its score is the floor a trained model has to beat."""
+    if not len(train_labels):
+        return None
+    if isinstance(task, TaggingTask):
+        return np.mean([task.encode(lab) for lab in train_labels], axis=0), "training tag frequencies"
+    if isinstance(task, TempoTask):
+        counts = Counter(int(round(float(lab))) for lab in train_labels)
+        bpm = min(counts, key=lambda b: (-counts[b], b))
+        return task.encode(bpm), f"training mode {bpm} BPM"
+    if isinstance(task, SingleLabelTask):
+        c = int(np.bincount(np.asarray(train_labels, dtype=int), minlength=task.n_outputs).argmax())
+        onehot = np.zeros(task.n_outputs, dtype=np.float32)
+        onehot[c] = 1.0
+        return onehot, f"training majority class {task.classes[c]!r}"
+    return None
+
+
+def constant_prediction(task: Task, probs: np.ndarray) -> bool:
+    """True when every test item gets the same prediction: one class (genre, key), one BPM (to the
+    nearest BPM), or for tagging the same score for every item on every tag (its ranking metrics
+    then see nothing; identical thresholded tag sets alone are not flagged, mAP does not read them)."""
+    probs = np.asarray(probs)
+    if len(probs) < 2:
+        return False
+    if isinstance(task, TaggingTask):
+        return bool(np.ptp(probs, axis=0).max() <= 1e-6)
+    pred = np.asarray(task.decode(probs))
+    if isinstance(task, TempoTask):
+        pred = np.round(pred)
+    return bool(np.all(pred == pred[0]))
+
+
+def score(task: Task, labels: list, probs: np.ndarray, n_boot: int = 1000, alpha: float = 0.05,
+          seed: int = 0, train_labels: list | None = None) -> dict:
+    """Metrics over the test items, each with its interval and the baseline's score beside it.
+
+    Per metric `m`: `m`, `m_low`/`m_high` (absent where no honest interval exists: a bootstrap over
+    fewer than stats.MIN_ITEMS items), `m_interval` (how it was made, or why there is none, or
+    "degenerate: ..."), `baseline_m` (the score of `baseline_prediction` for every item, when
+    `train_labels` are given). Also `n` (test items), `constant_prediction`, and `baseline`.
+    """
+    probs = np.asarray(probs)
+    labels = list(labels)
+    n = len(labels)
+    if n == 0:
+        raise InputError("no test items to score (the test split is empty)")
+    if len(probs) != n:
+        raise InputError(f"{n} test labels but {len(probs)} predictions")
+    values = task.metrics(labels, probs)
+    names = _metric_names(values)
+    result: dict = {"n": n, **values}
+    for name, iv in _intervals(task, labels, probs, names, n_boot, alpha, seed).items():
+        if iv.low is not None:
+            result[f"{name}_low"], result[f"{name}_high"] = iv.low, iv.high
+        result[f"{name}_interval"] = iv.note
+    base = baseline_prediction(task, train_labels) if train_labels is not None else None
+    if base is not None:
+        row, what = base
+        base_values = task.metrics(labels, np.repeat(row[None, :], n, axis=0))
+        result["baseline"] = what
+        result.update({f"baseline_{m}": float(base_values[m]) for m in names})
+    result["constant_prediction"] = constant_prediction(task, probs)
     return result
 
 
@@ -77,3 +189,61 @@ def save_predictions(path: Path, keys: list[str], labels: list, probs: np.ndarra
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, keys=np.asarray(keys), probs=probs.astype(np.float32),
                                 labels=np.asarray([json.dumps(lab) for lab in labels]), task=task.name)
+
+
+def readable(task: Task, label) -> str:
+    """A label or a decoded prediction as a person reads it: class name, tag names, BPM."""
+    if isinstance(task, TaggingTask):
+        idx = np.flatnonzero(label) if np.asarray(label).dtype == bool else np.asarray(label, dtype=int)
+        return ";".join(task.classes[i] for i in idx)
+    if isinstance(task, TempoTask):
+        return f"{float(label):.2f}"
+    return task.classes[int(label)]
+
+
+def prediction_rows(keys: list[str], labels: list, probs: np.ndarray, task: Task) -> tuple[list[str], list[list]]:
+    """(header, rows): key, label, predicted (class / BPM / tags), per-item scores, then one
+    probability column per class named `p_<class>`."""
+    probs = np.asarray(probs)
+    if not len(keys) == len(labels) == len(probs):
+        raise InputError(f"{len(keys)} keys, {len(labels)} labels and {len(probs)} predictions differ in number")
+    pred = task.decode(probs) if len(probs) else []
+    per_item = (task.item_scores(labels, probs) if len(probs) else None) or {}
+    header = ["key", "label", "predicted", *per_item, *[f"p_{c}" for c in task.classes]]
+    rows = []
+    for i, key in enumerate(keys):
+        rows.append([key, readable(task, labels[i]), readable(task, pred[i]),
+                     *[f"{per_item[m][i]:.6g}" for m in per_item], *[f"{v:.6g}" for v in probs[i]]])
+    return header, rows
+
+
+def save_predictions_csv(path: Path, keys: list[str], labels: list, probs: np.ndarray, task: Task) -> None:
+    """data/predictions.csv: one row per test item, readable in a spreadsheet."""
+    from musicpetl.io import atomic_path
+
+    header, rows = prediction_rows(keys, labels, probs, task)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows(rows)
+
+
+def confusion_pairs(task: Task, labels: list, probs: np.ndarray) -> list[tuple[str, str]]:
+    """(actual, predicted) class names per item for single-label tasks; [] for tagging and tempo."""
+    if not isinstance(task, SingleLabelTask) or not len(labels):
+        return []
+    pred = task.decode(np.asarray(probs))
+    return [(task.classes[int(t)], task.classes[int(p)]) for t, p in zip(labels, pred)]
+
+
+def save_confusion(path: Path, task: Task, labels: list, probs: np.ndarray) -> None:
+    """The data of DVC's `confusion` plot template (dvc.yaml): actual,predicted per test item. Only
+    the header for a task without classes to confuse (tagging, tempo), so the output always exists."""
+    from musicpetl.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["actual", "predicted"])
+            w.writerows(confusion_pairs(task, labels, probs))

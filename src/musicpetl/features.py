@@ -1,11 +1,24 @@
-"""Frozen-feature cache (HDF5): every used layer, time-pooled per segment, for every split.
+"""Frozen-feature cache (HDF5): the first N layers, time-pooled per segment, for every split.
 
 Probing trains on it without the backbone in the loop; the correlation analysis compares a
 trained model's features with these pre-trained ones.
-Layout: /<split>/features (S, L, d) float32, /<split>/item (S,) int index into /<split>/keys.
+
+Layout: /<split>/features (S, L, d) float32 or float16, chunked (rows, 1, d) so that reading one
+layer touches only that layer's chunks, compressed (gzip level 1 by default, lzf, none; measured in
+BENCHMARKS.md); /<split>/item (S,) int index into /<split>/keys. Written incrementally: segments
+of consecutive clips are batched together, and pooled rows go to disk one chunk at a time, so
+memory is bounded by one batch and one chunk row, not by the split.
+
+Every cache carries a fingerprint (attribute `fingerprint`, JSON) of what made it: the backbone,
+a digest of its weights (front end and each layer: the checkpoint's identity, whatever file it
+came from), its options (MERT's input normalisation), the segmenting and the sample rate. Readers
+give theirs (`FeatureCache(path, expect=feature_fingerprint(...))`) and a cache made for anything
+else is refused with a message naming both. A cache holding L layers serves any reader of <= L.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import h5py
@@ -15,46 +28,266 @@ from tqdm import tqdm
 
 from musicpetl.backbones.base import Backbone
 from musicpetl.data.store import SPLITS, AudioStore
+from musicpetl.errors import InputError, MissingFileError
 from musicpetl.io import atomic_path
+
+FORMAT = "musicpetl-features/2"
+DTYPES = {"float32": np.float32, "float16": np.float16}
+CHUNK_BYTES = 1 << 17  # ~128 kB per chunk (one layer, `rows` segments)
+
+
+# -- fingerprints -------------------------------------------------------------------------------
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """blake2b of names, dtypes, shapes and bytes of a state dict (sorted by name)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def weights_identity(backbone: Backbone, num_layers: int) -> dict:
+    """Digests of the front end, of each of the first `num_layers` layers and, when those reach the
+    model's full depth, of what follows the last layer (e.g. a closing LayerNorm)."""
+    state = backbone.state_dict()
+    fronts = backbone.frontend_modules()
+    prefixes = tuple(n + "." for n, m in backbone.named_modules() if n and any(m is f for f in fronts))
+    front = {k: v for k, v in state.items() if k.startswith(prefixes)}
+    layers = [{k: v for k, v in state.items() if k.startswith(f"layers.{i}.")} for i in range(num_layers)]
+    rest = {k: v for k, v in state.items() if k not in front and not k.startswith("layers.")}
+    out = {"frontend": state_digest(front), "layers": [state_digest(s) for s in layers]}
+    if num_layers == backbone.cfg.num_layers:
+        out["top"] = state_digest(rest)
+    return out
+
+
+def backbone_options_of(backbone: Backbone) -> dict:
+    """The architecture options (`backbone.<option>` params) the built model was made with."""
+    from musicpetl.backbones import BACKBONES
+
+    spec = BACKBONES.get(backbone.name)
+    return {o: getattr(backbone.cfg, o) for o in (spec.options if spec else ())}
+
+
+def feature_fingerprint(backbone: Backbone, num_layers: int, segment_seconds: float, checkpoint: str = "") -> dict:
+    """What a feature cache is made of (and what a reader needs it to be made of)."""
+    return {"format": FORMAT, "backbone": backbone.name, "checkpoint": checkpoint or "(default)",
+            "options": backbone_options_of(backbone), "segment_seconds": float(segment_seconds),
+            "sample_rate": int(backbone.sample_rate), "weights": weights_identity(backbone, num_layers)}
+
+
+def describe(fp: dict) -> str:
+    w = fp.get("weights", {})
+    opts = ", ".join(f"{k}={v}" for k, v in sorted(fp.get("options", {}).items()))
+    return (f"{fp.get('backbone')} (checkpoint {fp.get('checkpoint')}, weights {w.get('frontend', '?')[:8]}"
+            f"/{len(w.get('layers', []))} layers{', ' + opts if opts else ''}), segments "
+            f"{fp.get('segment_seconds')} s at {fp.get('sample_rate')} Hz")
+
+
+def mismatch(have: dict, want: dict) -> str | None:
+    """Why a cache fingerprinted `have` cannot serve a reader that wants `want` (None: it can).
+    `have` may hold more layers than `want` asks for."""
+    for key in sorted((set(have) | set(want)) - {"weights", "checkpoint"}):
+        if have.get(key) != want.get(key):
+            return f"{key} differs: {have.get(key)!r} vs {want.get(key)!r}"
+    hw, ww = have.get("weights", {}), want.get("weights", {})
+    if len(hw.get("layers", [])) < len(ww.get("layers", [])):
+        return f"it holds {len(hw.get('layers', []))} layers, {len(ww.get('layers', []))} are needed"
+    if hw.get("frontend") != ww.get("frontend"):
+        return "the front end's weights differ (another checkpoint or seed)"
+    for i, (a, b) in enumerate(zip(hw.get("layers", []), ww.get("layers", []))):
+        if a != b:
+            return f"layer {i + 1}'s weights differ (another checkpoint or seed)"
+    if "top" in ww and hw.get("top") != ww["top"]:
+        return "the weights after the last layer differ (another checkpoint, or not the full depth)"
+    return None
+
+
+def check_fingerprint(path: Path, attrs: dict, want: dict, what: str = "feature cache",
+                      remedy: str = "rerun the cache_features stage (dvc repro)") -> None:
+    raw = attrs.get("fingerprint")
+    if raw is None:
+        raise InputError(f"{path} is a {what} without a fingerprint (made by an older musicpetl), this run needs "
+                         f"{describe(want)}; {remedy}")
+    try:
+        have = json.loads(raw)
+    except (TypeError, json.JSONDecodeError):
+        raise InputError(f"{path}: the {what}'s fingerprint is not valid JSON; {remedy}") from None
+    why = mismatch(have, want)
+    if why:
+        raise InputError(f"{path} is a {what} made for {describe(have)}; this run needs {describe(want)} ({why}); "
+                         f"{remedy}")
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+def _segment_batches(store: AudioStore, rows: list[dict], seg_len: int, batch_size: int, bar):
+    """(item ids, (B, seg) waves) of consecutive segments, several clips per batch; a clip shorter
+    than a segment is one segment of its own length and goes alone."""
+    from musicpetl.audio import segment_starts
+
+    items, waves = [], []
+    for i, row in enumerate(rows):
+        wave = torch.from_numpy(store.audio(row))
+        seg = min(seg_len, wave.numel())
+        if seg != seg_len:
+            if items:
+                yield items, torch.stack(waves)
+                items, waves = [], []
+            yield [i] * len(segment_starts(wave.numel(), seg)), wave[:seg][None]
+            bar.update(1)
+            continue
+        for s in segment_starts(wave.numel(), seg):
+            items.append(i)
+            waves.append(wave[s:s + seg])
+            if len(items) == batch_size:
+                yield items, torch.stack(waves)
+                items, waves = [], []
+        bar.update(1)
+    if items:
+        yield items, torch.stack(waves)
+
+
+class _ChunkWriter:
+    """Appends rows to a resizable (S, L, d) dataset one whole chunk row at a time."""
+
+    def __init__(self, features: h5py.Dataset, item: h5py.Dataset, rows: int):
+        self.features, self.item, self.rows = features, item, rows
+        self.buf: list[np.ndarray] = []
+        self.ids: list[int] = []
+        self.n = 0
+
+    def append(self, feats: np.ndarray, ids: list[int]) -> None:
+        self.buf.append(feats)
+        self.ids.extend(ids)
+        if sum(len(b) for b in self.buf) >= self.rows:
+            self.flush(whole_chunks_only=True)
+
+    def flush(self, whole_chunks_only: bool = False) -> None:
+        if not self.buf:
+            return
+        data = np.concatenate(self.buf)
+        take = (len(data) // self.rows) * self.rows if whole_chunks_only else len(data)
+        if take:
+            self.features.resize(self.n + take, axis=0)
+            self.features[self.n:self.n + take] = data[:take]
+            self.item.resize(self.n + take, axis=0)
+            self.item[self.n:self.n + take] = np.asarray(self.ids[:take], np.int64)
+            self.n += take
+        self.buf = [data[take:]] if take < len(data) else []
+        self.ids = self.ids[take:]
+
+
+def _compression(name: str) -> dict:
+    return {"none": {}, "lzf": {"compression": "lzf"}, "gzip": {"compression": "gzip", "compression_opts": 1}}[name]
 
 
 @torch.no_grad()
 def cache_features(store: AudioStore, backbone: Backbone, out_path: Path, num_layers: int,
-                   segment_seconds: float, batch_size: int = 8, progress: bool = True) -> dict:
+                   segment_seconds: float, batch_size: int = 8, progress: bool = True, *,
+                   dtype: str = "float32", compression: str = "gzip", checkpoint: str = "") -> dict:
+    """Write the cache of the first `num_layers` layers of `backbone` for every split."""
     backbone.eval()
+    n = backbone.check_num_layers(num_layers)
+    dev = next(backbone.parameters()).device
+    d, np_dtype = backbone.hidden_size, DTYPES[dtype]
+    rows_per_chunk = max(1, CHUNK_BYTES // (d * np.dtype(np_dtype).itemsize))
+    seg_len = backbone.segment_length(segment_seconds)
+    fp = feature_fingerprint(backbone, n, segment_seconds, checkpoint)
     counts = {}
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.attrs.update({"backbone": backbone.name, "num_layers": num_layers, "hidden_size": backbone.hidden_size,
-                         "segment_seconds": segment_seconds, "sample_rate": backbone.sample_rate})
+        h5.attrs.update({"backbone": backbone.name, "num_layers": n, "hidden_size": d,
+                         "segment_seconds": segment_seconds, "sample_rate": backbone.sample_rate,
+                         "dtype": dtype, "compression": compression, "fingerprint": json.dumps(fp, sort_keys=True)})
         for split in SPLITS:
             rows = store.rows(split)
-            feats, item = [], []
-            for i, row in enumerate(tqdm(rows, desc=f"features {split}", disable=not progress, unit="clip")):
-                f = backbone.features(torch.from_numpy(store.audio(row)), num_layers, segment_seconds, batch_size)
-                feats.append(f.numpy())
-                item.extend([i] * len(f))
             g = h5.create_group(split)
-            d = backbone.hidden_size
-            g.create_dataset("features", data=np.concatenate(feats) if feats else np.zeros((0, num_layers, d), np.float32))
-            g.create_dataset("item", data=np.asarray(item, dtype=np.int64))
+            feats = g.create_dataset("features", shape=(0, n, d), maxshape=(None, n, d), dtype=np_dtype,
+                                     chunks=(rows_per_chunk, 1, d), **_compression(compression))
+            item = g.create_dataset("item", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1 << 14,))
             g.create_dataset("keys", data=np.asarray([r["key"] for r in rows], dtype=h5py.string_dtype()))
-            counts[split] = {"items": len(rows), "segments": len(item)}
+            writer = _ChunkWriter(feats, item, rows_per_chunk)
+            with tqdm(total=len(rows), desc=f"features {split}", disable=not progress, unit="clip") as bar:
+                for ids, waves in _segment_batches(store, rows, seg_len, batch_size, bar):
+                    hs = torch.stack(backbone(waves.to(dev), n), dim=1)  # (B, L, T, d), as Backbone.features
+                    writer.append(hs.mean(dim=2).float().cpu().numpy().astype(np_dtype, copy=False), ids)
+            writer.flush()
+            counts[split] = {"items": len(rows), "segments": writer.n}
     return counts
 
 
-class FeatureCache:
-    """Read side of the cache: one split's (segments, layers, d) features and their item ids."""
+# -- reading ------------------------------------------------------------------------------------
 
-    def __init__(self, path: str | Path):
+class FeatureCache:
+    """Read side of the cache: one split's (segments, layers, d) features and their item ids.
+    Validated on open and on read: a damaged or foreign file is an InputError naming it; with
+    `expect` (a `feature_fingerprint`), a cache made for another backbone, checkpoint, layer count,
+    segmenting or input normalisation is refused, naming both. Reads are kept in memory (validation
+    reads the same split again and again)."""
+
+    def __init__(self, path: str | Path, expect: dict | None = None):
         self.path = Path(path)
         if not self.path.exists():
-            raise FileNotFoundError(f"{self.path} not found: run the cache_features stage")
-        with h5py.File(self.path, "r") as h5:
+            raise MissingFileError(f"{self.path} not found: run the cache_features stage")
+        with self._open() as h5:
             self.attrs = dict(h5.attrs)
+        for key in ("num_layers", "hidden_size", "segment_seconds"):
+            if key not in self.attrs:
+                raise InputError(f"{self.path} is not a musicpetl feature cache (attribute {key!r} missing)")
+        self._memo: dict = {}
+        if expect is not None:
+            self.check(expect)
 
-    def split(self, split: str, layer: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """(features, item ids, keys); `layer` 1-based selects one layer -> (S, d)."""
-        with h5py.File(self.path, "r") as h5:
+    @property
+    def num_layers(self) -> int:
+        return int(self.attrs["num_layers"])
+
+    def check(self, expect: dict) -> None:
+        """Refuse the cache unless it was made for what `expect` describes (InputError naming both)."""
+        check_fingerprint(self.path, self.attrs, expect)
+
+    def _open(self):
+        try:
+            return h5py.File(self.path, "r")
+        except OSError as err:
+            raise InputError(f"{self.path} is not a readable HDF5 feature cache ({err}); "
+                             f"delete it and rerun the cache_features stage") from None
+
+    def split(self, split: str, layer: int | None = None, layers: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(features, item ids, keys): `layer` (1-based) selects one layer -> (S, d); `layers` the
+        first N -> (S, N, d); neither: every stored layer. Features in the stored dtype."""
+        key = (split, layer, layers)
+        if key not in self._memo:
+            self._memo[key] = self._read(split, layer, layers)
+        return self._memo[key]
+
+    def _read(self, split: str, layer: int | None, layers: int | None):
+        with self._open() as h5:
+            if split not in h5 or not all(k in h5[split] for k in ("features", "item", "keys")):
+                raise InputError(f"{self.path}: split {split!r} is missing or lacks features/item/keys")
             g = h5[split]
-            feats = g["features"][:, layer - 1] if layer else g["features"][:]
-            return feats, g["item"][:], [k.decode() if isinstance(k, bytes) else k for k in g["keys"][:]]
+            shape, n_layers = g["features"].shape, int(self.attrs["num_layers"])
+            if len(shape) != 3 or shape[1] != n_layers or shape[2] != int(self.attrs["hidden_size"]):
+                raise InputError(f"{self.path}: {split}/features has shape {shape}, expected (segments, "
+                                 f"{n_layers}, {int(self.attrs['hidden_size'])})")
+            if layer is not None and not 1 <= layer <= n_layers:
+                raise InputError(f"{self.path} holds layers 1..{n_layers}; layer {layer} was asked for")
+            if layers is not None and not 1 <= layers <= n_layers:
+                raise InputError(f"{self.path} holds layers 1..{n_layers}; {layers} layers were asked for")
+            try:
+                if layer:
+                    feats = g["features"][:, layer - 1]
+                elif layers and layers < n_layers:
+                    feats = g["features"][:, :layers]
+                else:
+                    feats = g["features"][:]
+                item = g["item"][:]
+                keys = [k.decode() if isinstance(k, bytes) else k for k in g["keys"][:]]
+            except OSError as err:
+                raise InputError(f"{self.path}: {split} cannot be read ({err}); rerun cache_features") from None
+        if item.shape != (shape[0],) or (len(item) and (item.min() < 0 or item.max() >= len(keys))):
+            raise InputError(f"{self.path}: {split}/item does not index its {len(keys)} keys")
+        return feats, item, keys

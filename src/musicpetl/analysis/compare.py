@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from musicpetl.errors import InputError
 
 
 @dataclass
@@ -25,36 +29,88 @@ class Predictions:
 
 
 def read_predictions(source: str, repo: str = ".", name: str | None = None) -> Predictions:
-    """`source`: a .npz path, or a git revision / experiment name whose outputs DVC can find."""
+    """`source`: a .npz path, or a git revision / experiment name whose outputs DVC can find.
+    The file is validated (keys, labels, probs, task; one of each per item): any problem is an
+    InputError naming the source."""
     if source.endswith(".npz") and Path(source).exists():
-        data, label = np.load(source, allow_pickle=False), name or Path(source).stem
+        raw, label = Path(source).read_bytes(), name or Path(source).stem
     else:
         import dvc.api
+        from dvc.exceptions import DvcException
+        from scmrepo.exceptions import SCMError
 
-        raw = dvc.api.read("data/predictions.npz", repo=repo, rev=source, mode="rb")
-        data = np.load(io.BytesIO(raw), allow_pickle=False)
-        if name is None:
-            test = json.loads(dvc.api.read("metrics/test.json", repo=repo, rev=source))
-            name = f"{test['method']}@{source}"
+        try:
+            raw = dvc.api.read("data/predictions.npz", repo=repo, rev=source, mode="rb")
+            if name is None:
+                test = json.loads(dvc.api.read("metrics/test.json", repo=repo, rev=source))
+                name = f"{test.get('method', '?')}@{source}"
+        except (DvcException, SCMError, FileNotFoundError, json.JSONDecodeError) as err:
+            hint = "" if source.endswith(".npz") else " (a git revision, a DVC experiment name, or an .npz file)"
+            raise InputError(f"{source!r}: no predictions found{hint}: {type(err).__name__}: {err}") from None
         label = name
-    return Predictions(label, [str(k) for k in data["keys"]], [json.loads(s) for s in data["labels"]],
-                       np.asarray(data["probs"]), str(data["task"]))
+    return _parse_predictions(raw, label, source)
+
+
+def _parse_predictions(raw: bytes, label: str, source: str) -> Predictions:
+    try:
+        data = np.load(io.BytesIO(raw), allow_pickle=False)
+        fields = {k: data[k] for k in ("keys", "labels", "probs", "task")}
+    except KeyError as err:
+        raise InputError(f"{source}: predictions file lacks {err}; it needs keys, labels, probs and task") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:  # not an .npz, truncated, pickled objects
+        raise InputError(f"{source}: not a readable predictions .npz ({err})") from None
+    probs = fields["probs"]
+    if not np.issubdtype(probs.dtype, np.number) or probs.ndim != 2:
+        raise InputError(f"{source}: probs must be a 2-d numeric array (items x outputs), got {probs.dtype} {probs.shape}")
+    if fields["keys"].ndim != 1 or fields["labels"].ndim != 1 or fields["task"].ndim != 0:
+        raise InputError(f"{source}: keys and labels must be 1-d arrays and task a single string")
+    try:
+        labels = [json.loads(str(v)) for v in fields["labels"]]
+    except json.JSONDecodeError as err:
+        raise InputError(f"{source}: a label is not JSON ({err})") from None
+    keys = [str(k) for k in fields["keys"]]
+    if not len(keys) == len(labels) == len(probs):
+        raise InputError(f"{source}: {len(keys)} keys, {len(labels)} labels and {len(probs)} rows of probs; "
+                         f"one of each per test item")
+    return Predictions(label, keys, labels, np.asarray(probs), str(fields["task"]))
 
 
 def align(runs: list[Predictions]) -> list[Predictions]:
-    """Paired tests need the same test items in the same order in every run."""
-    ref = runs[0]
-    for r in runs[1:]:
+    """Paired tests need the same test items in the same order in every run: every run is put in
+    the order of its sorted item keys, so results do not depend on any run's stored order (the
+    first one's included). Runs of another task, on another set of items, with an item twice or
+    with other labels for the same item are refused, naming both runs."""
+    if not runs:
+        raise InputError("no runs to compare")
+    for r in runs:
+        if len(r.keys) != len(r.probs) or len(r.keys) != len(r.labels):
+            raise InputError(f"{r.name}: {len(r.keys)} item keys, {len(r.labels)} labels and {len(r.probs)} "
+                             f"predictions; a run needs one of each per test item")
+        dups = sorted(k for k, n in Counter(r.keys).items() if n > 1)
+        if dups:
+            raise InputError(f"{r.name} lists {len(dups)} test items more than once (e.g. {dups[:3]}); "
+                             f"cannot pair its predictions")
+    out = []
+    for r in runs:
+        idx = sorted(range(len(r.keys)), key=r.keys.__getitem__)
+        out.append(Predictions(r.name, [r.keys[i] for i in idx], [r.labels[i] for i in idx],
+                               np.asarray(r.probs)[idx], r.task))
+    ref = out[0]
+    for r in out[1:]:
         if r.task != ref.task:
-            raise ValueError(f"{r.name} is a {r.task} run, {ref.name} a {ref.task} run: not comparable")
-        if set(r.keys) != set(ref.keys):
-            raise ValueError(f"{r.name} and {ref.name} were scored on different test items "
-                             f"({len(set(r.keys) ^ set(ref.keys))} differ)")
-    order = {k: i for i, k in enumerate(ref.keys)}
-    out = [ref]
-    for r in runs[1:]:
-        idx = np.argsort([order[k] for k in r.keys])
-        out.append(Predictions(r.name, [r.keys[i] for i in idx], [r.labels[i] for i in idx], r.probs[idx], r.task))
+            raise InputError(f"{r.name} is a {r.task} run, {ref.name} a {ref.task} run: not comparable")
+        if r.keys != ref.keys:
+            only_r, only_ref = sorted(set(r.keys) - set(ref.keys)), sorted(set(ref.keys) - set(r.keys))
+            raise InputError(f"{r.name} and {ref.name} were scored on different test sets: {len(only_r)} items only "
+                             f"in {r.name} (e.g. {only_r[:3]}), {len(only_ref)} only in {ref.name} "
+                             f"(e.g. {only_ref[:3]}); paired tests need the same test items")
+        bad = [k for k, a, b in zip(ref.keys, ref.labels, r.labels) if a != b]
+        if bad:
+            raise InputError(f"{r.name} and {ref.name} have different labels for {len(bad)} of the same test items "
+                             f"(e.g. {bad[:3]}); paired tests need the same ground truth")
+        if r.probs.shape != ref.probs.shape:
+            raise InputError(f"{r.name} has {r.probs.shape[1:]} outputs per item, {ref.name} {ref.probs.shape[1:]}: "
+                             f"not comparable")
     return out
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from musicpetl.backbones import build_backbone
 from musicpetl.backbones.base import Backbone
 from musicpetl.petl import METHODS, apply_method
+from musicpetl.errors import InputError
 
 # Table 3 of Ding & Lerch (ISMIR 2024): trainable backbone parameters, first 6 layers, head excluded
 PAPER_TABLE3: dict[str, dict[str, int | str]] = {
@@ -40,10 +41,14 @@ REFERENCE_FT_UNUSED: dict[str, dict[str, int]] = {
 }
 
 
+# Table 1 says 32 prefix tokens; Table 3's MERT count (7,385,088) is exactly 64 tokens
+PAPER_PREFIX_TOKENS = {"mert-v1-95m": 64}
+
+
 def paper_options(backbone_name: str) -> dict[str, dict]:
-    """Each method's settings in the paper (Table 1; prefix from Table 3's counts)."""
-    # Table 1 says 32 prefix tokens; Table 3's MERT count (7,385,088) is exactly 64 tokens
-    prefix_tokens = 64 if backbone_name.startswith("mert") else 32
+    """Each method's settings in the paper (Table 1; prefix tokens from Table 3's counts where it has
+    them); a backbone the paper did not evaluate gets Table 1's settings."""
+    prefix_tokens = PAPER_PREFIX_TOKENS.get(backbone_name, 32)
     return {"finetune": {}, "probing": {}, "adapter": {"bottleneck": 16}, "prompt": {"tokens": 64},
             "prefix": {"tokens": prefix_tokens, "hidden": 512}, "bitfit": {}, "ssf": {},
             "lora": {"rank": 2, "alpha": 2, "dropout": 0.0}}
@@ -73,7 +78,7 @@ def param_table(backbone_name: str, num_layers: int | None = 6, options_by_metho
         methods = [m for m in METHODS if m in wanted]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"unknown petl method(s) {unknown}; valid: {', '.join(METHODS)}")
+        raise InputError(f"unknown petl method(s) {unknown}; valid: {', '.join(METHODS)}")
     backbone = build_backbone(backbone_name, num_layers)
     table = {}
     for m in methods:

@@ -1,12 +1,16 @@
-"""MERT (HuBERT-style) in plain PyTorch: conv feature extractor, positional conv, post-LN layers.
+"""MERT (HuBERT-style) in plain PyTorch: conv feature extractor, positional conv, transformer layers.
 
-Equal to transformers' `HubertModel` with feat_extract_norm="group" and do_stable_layer_norm=False
-(tested against it). Module names are ours (shared PETL surface); `checkpoints.py` maps the
-official Hugging Face key names onto them.
+Two layer layouts, as the releases' config.json switch `do_stable_layer_norm` says:
+- post-LN (MERT-v1-95M, False): LayerNorm before the first layer, each layer `LN(x + f(x))`;
+- pre-LN (MERT-v1-330M, True): each layer `x + f(LN(x))`, one LayerNorm after the last layer only.
+Both equal transformers' `HubertModel` with feat_extract_norm="group" (tested against it; MERT's
+own `MERTModel` is a `HubertModel` subclass that builds the same encoders). Module names are ours
+(shared PETL surface); `mert_ckpt.py` maps the official Hugging Face key names onto them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -31,14 +35,19 @@ class MertConfig:
     dropout: float = 0.1
     sample_rate: int = 24000
     # per-clip (x - mean) / sqrt(var + 1e-7): the model card's preprocessor does it, the authors'
-    # benchmark code does not; a param (backbone.normalize_input), see REFERENCE.md
+    # benchmark code does not; a param (backbone.normalize_input), see docs/REFERENCE.md
     normalize_input: bool = True
+    # config.json's do_stable_layer_norm: pre-LN layers and a final LayerNorm (MERT-v1-330M)
+    stable_layer_norm: bool = False
     extra: dict = field(default_factory=dict)
 
 
 MERT_V1_95M = MertConfig()
+# m-a-p/MERT-v1-330M config.json: 24 x 1024, 16 heads, FFN 4096, do_stable_layer_norm true, same CNN
+MERT_V1_330M = MertConfig(hidden_size=1024, num_layers=24, num_heads=16, ffn_dim=4096, stable_layer_norm=True)
 MERT_TINY = MertConfig(hidden_size=64, num_layers=6, num_heads=4, ffn_dim=256, conv_dim=(32,) * 7,
                        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+MERT_330M_TINY = replace(MERT_TINY, stable_layer_norm=True)
 
 
 class FeatureExtractor(nn.Module):
@@ -92,7 +101,22 @@ class FeedForward(nn.Module):
         return self.dropout(self.fc2(self.dropout(self.act(self.fc1(x)))))
 
 
-class MertLayer(nn.Module):
+class _MertSurface(nn.Module):
+    """The PETL surface both MERT layer layouts share (their norms differ)."""
+
+    def linears(self) -> dict[str, nn.Module]:
+        a = self.attn
+        return {"attn.q_proj": a.q_proj, "attn.k_proj": a.k_proj, "attn.v_proj": a.v_proj,
+                "attn.out_proj": a.out_proj, "ffn.fc1": self.ffn.fc1, "ffn.fc2": self.ffn.fc2}
+
+    def adapter_sites(self) -> dict[str, nn.Module]:
+        return {"attn": self.attn, "ffn": self.ffn}
+
+    def bitfit_extras(self) -> dict[str, nn.Parameter]:
+        return {}
+
+
+class MertLayer(_MertSurface):
     """Post-LN transformer layer: x = LN(x + attn(x)); x = LN(x + ffn(x))."""
 
     def __init__(self, cfg: MertConfig):
@@ -107,38 +131,52 @@ class MertLayer(nn.Module):
         x = self.attn_norm(x + self.dropout(self.attn(x)))
         return self.final_norm(x + self.ffn(x))
 
-    # PETL surface (see base.py)
-    def linears(self) -> dict[str, nn.Module]:
-        a = self.attn
-        return {"attn.q_proj": a.q_proj, "attn.k_proj": a.k_proj, "attn.v_proj": a.v_proj,
-                "attn.out_proj": a.out_proj, "ffn.fc1": self.ffn.fc1, "ffn.fc2": self.ffn.fc2}
-
-    def adapter_sites(self) -> dict[str, nn.Module]:
-        return {"attn": self.attn, "ffn": self.ffn}
-
+    # PETL surface (see base.py): linears, adapter sites and BitFit extras from _MertSurface
     def norms(self) -> dict[str, nn.LayerNorm]:
         return {"attn_norm": self.attn_norm, "final_norm": self.final_norm}
 
-    def bitfit_extras(self) -> dict[str, nn.Parameter]:
-        return {}
+
+class MertPreLNLayer(_MertSurface):
+    """Pre-LN transformer layer (do_stable_layer_norm): x = x + attn(LN(x)); x = x + ffn(LN(x))."""
+
+    def __init__(self, cfg: MertConfig):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.attn = MultiHeadAttention(cfg.hidden_size, cfg.num_heads, dropout=cfg.dropout)
+        self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.ffn = FeedForward(cfg.hidden_size, cfg.ffn_dim, cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x)))
+        return x + self.ffn(self.ffn_norm(x))
+
+    # PETL surface (see base.py): linears, adapter sites and BitFit extras from _MertSurface
+    def norms(self) -> dict[str, nn.LayerNorm]:
+        return {"attn_norm": self.attn_norm, "ffn_norm": self.ffn_norm}
 
 
 class Mert(Backbone):
-    frame_rate = 75.0
-    default_segment_seconds = 5.0  # the authors' MERT training crop: 120,000 samples
+    """Post-LN: `embed_norm` before layer 1. Pre-LN: `final_norm` after the model's last layer only
+    (so "layer N" for N below the depth is the raw layer output, as `hidden_states[N]` of HubertModel)."""
 
     def __init__(self, cfg: MertConfig = MERT_V1_95M, name: str = "mert-v1-95m"):
         super().__init__()
         self.cfg, self.name = cfg, name
         self.sample_rate, self.hidden_size = cfg.sample_rate, cfg.hidden_size
+        self.frame_rate = cfg.sample_rate / math.prod(cfg.conv_stride)
         self.normalize_input = cfg.normalize_input
         self.feature_extractor = FeatureExtractor(cfg)
         self.proj_norm = nn.LayerNorm(cfg.conv_dim[-1], eps=cfg.layer_norm_eps)
         self.proj = nn.Linear(cfg.conv_dim[-1], cfg.hidden_size)
         self.pos_conv = PositionalConv(cfg)
-        self.embed_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(MertLayer(cfg) for _ in range(cfg.num_layers))
+        if cfg.stable_layer_norm:
+            self.layers = nn.ModuleList(MertPreLNLayer(cfg) for _ in range(cfg.num_layers))
+            self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        else:
+            self.embed_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+            self.layers = nn.ModuleList(MertLayer(cfg) for _ in range(cfg.num_layers))
 
     def reset_parameters(self, seed: int) -> None:
         with torch.random.fork_rng():
@@ -151,7 +189,8 @@ class Mert(Backbone):
                 p.original0.copy_(torch.linalg.vector_norm(p.original1, dim=(0, 1), keepdim=True))
 
     def frontend_modules(self) -> list[nn.Module]:
-        return [self.feature_extractor, self.proj_norm, self.proj, self.pos_conv, self.embed_norm]
+        front = [self.feature_extractor, self.proj_norm, self.proj, self.pos_conv]
+        return front if self.cfg.stable_layer_norm else front + [self.embed_norm]
 
     def embed(self, wave: torch.Tensor) -> torch.Tensor:
         if self.normalize_input:
@@ -160,8 +199,18 @@ class Mert(Backbone):
             wave = (wave - mean) / torch.sqrt(var + 1e-7)
         x = self.feature_extractor(wave).transpose(1, 2)
         x = self.dropout(self.proj(self.proj_norm(x)))
-        x = self.embed_norm(x + self.pos_conv(x))
+        x = x + self.pos_conv(x)
+        if not self.cfg.stable_layer_norm:
+            x = self.embed_norm(x)
         return self.dropout(x)
+
+    def finalize(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_norm(x) if self.cfg.stable_layer_norm else x
+
+    def truncate(self, num_layers: int) -> None:
+        super().truncate(num_layers)
+        if self.cfg.stable_layer_norm and len(self.layers) < self.cfg.num_layers:
+            self.final_norm = None  # follows the last layer only: unused (and not loaded) below the full depth
 
     def n_frames(self, n_samples: int) -> int:
         for k, s in zip(self.cfg.conv_kernel, self.cfg.conv_stride):

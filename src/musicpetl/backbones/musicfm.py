@@ -2,8 +2,8 @@
 
 The conformer equals transformers' `Wav2Vec2ConformerEncoder` with the rotary config (tested
 against it); the front end equals torchaudio MelSpectrogram + AmplitudeToDB + the stats
-normalisation of the official code. Module names are ours; `checkpoints.py` maps the official
-`pretrained_msd.pt` key names onto them.
+normalisation of the official code. Module names are ours; `musicfm_ckpt.py` maps the official
+`pretrained_msd.pt` key names onto them. MuQ's encoder is this same architecture (muq.py).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .attention import MultiHeadAttention, RotaryEmbedding
 from .base import Backbone, init_linear_like_hf
 from .mert import FeedForward
 
-# msd_stats.json of the official release (REFERENCE.md); used when no stats file is given
+# msd_stats.json of the official release (docs/REFERENCE.md); used when no stats file is given
 MSD_MEL_MEAN = 6.768444971712967
 MSD_MEL_STD = 18.417922652295623
 
@@ -157,13 +157,14 @@ class ConformerLayer(nn.Module):
 
 
 class MusicFM(Backbone):
-    frame_rate = 25.0
-    default_segment_seconds = 30.0  # MusicFM was pre-trained on 30 s crops
+    """Mel -> 2-D conv subsampling (4x in time) -> rotary conformer; the encoder's closing LayerNorm
+    follows the model's last layer only."""
 
     def __init__(self, cfg: MusicFMConfig = MUSICFM_MSD, name: str = "musicfm-msd"):
         super().__init__()
         self.cfg, self.name = cfg, name
         self.sample_rate, self.hidden_size = cfg.sample_rate, cfg.hidden_size
+        self.frame_rate = cfg.sample_rate / cfg.hop_length / 4
         self.frontend = MelFrontEnd(cfg)
         self.subsample = ConvSubsampling(cfg)
         self.dropout = nn.Dropout(cfg.dropout)

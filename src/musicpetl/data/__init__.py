@@ -1,0 +1,1 @@
+"""Datasets, splits, augmentation and the prepared audio store."""

@@ -21,6 +21,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from musicpetl.audio import AudioError, decode
+from musicpetl.errors import InputError
 
 TRAIN_SPLIT = "train"
 # Written clips are scaled down to this peak if they would exceed it: a phase vocoder can raise
@@ -31,9 +32,9 @@ PEAK_LIMIT = 0.99
 def shift_key_label(label: int, n: int) -> int:
     """Key label (0-23: C-based pitch class + 12 if minor) after shifting the audio by n semitones."""
     if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < 24:
-        raise ValueError(f"key label must be an integer 0-23 (pitch class + 12 if minor), got {label!r}")
+        raise InputError(f"key label must be an integer 0-23 (pitch class + 12 if minor), got {label!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise ValueError(f"pitch shift must be a whole number of semitones, got {n!r}")
+        raise InputError(f"pitch shift must be a whole number of semitones, got {n!r}")
     pc, mode = int(label) % 12, int(label) // 12
     return (pc + int(n)) % 12 + 12 * mode
 
@@ -46,7 +47,7 @@ def stretch_tempo_label(bpm: float, rate: float) -> float:
 
 def _check_rate(rate: float) -> None:
     if not np.isfinite(rate) or rate <= 0:
-        raise ValueError(f"time-stretch rate must be a positive number (> 1 = faster), got {rate!r}")
+        raise InputError(f"time-stretch rate must be a positive number (> 1 = faster), got {rate!r}")
 
 
 def pitch_shift(wave: np.ndarray, sr: int, semitones: int) -> np.ndarray:
@@ -54,7 +55,7 @@ def pitch_shift(wave: np.ndarray, sr: int, semitones: int) -> np.ndarray:
     import librosa
 
     if isinstance(semitones, bool) or not isinstance(semitones, (int, np.integer)):
-        raise ValueError(f"pitch shift must be a whole number of semitones, got {semitones!r}")
+        raise InputError(f"pitch shift must be a whole number of semitones, got {semitones!r}")
     wave = np.asarray(wave, dtype=np.float32)
     if semitones == 0:
         return wave.copy()
@@ -79,14 +80,14 @@ def _variants(task: str, shifts, rates) -> list[tuple[str, object]]:
         shifts = list(shifts)
         for n in shifts:
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n == 0:
-                raise ValueError(f"data.augment.pitch_shifts must be non-zero whole semitones, got {shifts}")
+                raise InputError(f"data.augment.pitch_shifts must be non-zero whole semitones, got {shifts}")
         return [("ps", int(n)) for n in shifts]
     if task == "tempo":
         rates = [float(r) for r in rates]
         for r in rates:
             _check_rate(r)
             if r == 1:
-                raise ValueError(f"data.augment.time_stretches must not hold 1.0 (a copy), got {rates}")
+                raise InputError(f"data.augment.time_stretches must not hold 1.0 (a copy), got {rates}")
         return [("ts", r) for r in rates]
     return []
 
@@ -126,9 +127,9 @@ def augment_items(rows: list[dict], task: str, *, audio_root: Path, out_dir: Pat
     if not variants or not train:
         return out
     if isinstance(per_item, bool) or not isinstance(per_item, (int, np.integer)) or per_item < 0:
-        raise ValueError(f"data.augment.per_item must be a whole number >= 0 (0 = every variant), got {per_item!r}")
+        raise InputError(f"data.augment.per_item must be a whole number >= 0 (0 = every variant), got {per_item!r}")
     if per_item > len(variants):
-        raise ValueError(f"data.augment.per_item={per_item} but only {len(variants)} variants are listed "
+        raise InputError(f"data.augment.per_item={per_item} but only {len(variants)} variants are listed "
                          f"for {task}: lower per_item or use 0 for all of them")
     take = len(variants) if per_item == 0 else int(per_item)
 
@@ -152,7 +153,7 @@ def augment_items(rows: list[dict], task: str, *, audio_root: Path, out_dir: Pat
                 new, label = time_stretch(wave, sr, value), stretch_tempo_label(row["label"], value)
             name = _safe_name(key) + ".wav"
             if name in written:
-                raise ValueError(f"augmented items {written[name]!r} and {key!r} map to the same file "
+                raise InputError(f"augmented items {written[name]!r} and {key!r} map to the same file "
                                  f"{name}: make the dataset keys differ in letters or digits")
             written[name] = key
             _write_wav(out_dir / name, new, sr)

@@ -5,12 +5,18 @@ resumes from a `.part` file, every file is checked against its published hash, a
 archive is extracted defensively. A user who already has a file points a `Source` at it
 (plain path or file:// URL) and it is copied and verified like a download.
 
+What was verified is recorded: every file that matched its published hash gets a line in the
+ledger `.verified.jsonl` of its folder (name, size, mtime_ns, digests), and an archive's
+extraction marker carries the archive's verified digests, so the download index
+(data/rawindex.py) names the checksums of what is on disk without hashing it again.
+
 Only the standard library does the transfer (urllib.request): no new dependency.
 """
 from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import logging
 import os
 import posixpath
@@ -18,6 +24,7 @@ import re
 import shutil
 import stat
 import tarfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -29,6 +36,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
+from musicpetl.errors import MusicPetlError
+
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20                 # read/write/hash block: bounded memory for multi-GB files
@@ -39,7 +48,7 @@ USER_AGENT = "musicpetl-downloader/0.1 (python urllib; research dataset fetch)"
 _FATAL_HTTP = {400, 401, 403, 404, 405, 410, 451}
 
 
-class DownloadError(RuntimeError):
+class DownloadError(MusicPetlError, RuntimeError):
     """A file could not be fetched, joined or extracted."""
 
 
@@ -68,6 +77,11 @@ def _hashes(path: Path, algos: tuple[str, ...]) -> dict[str, str]:
             for h in hs.values():
                 h.update(block)
     return {a: h.hexdigest() for a, h in hs.items()}
+
+
+def hash_file(path: Path, algo: str = "sha256") -> str:
+    """Hex digest of a file, read in CHUNK blocks."""
+    return _hashes(Path(path), (algo,))[algo]
 
 
 def _expected(md5: str | None, sha256: str | None) -> dict[str, str]:
@@ -114,6 +128,91 @@ def _move_aside(path: Path, target: Path, digest: str) -> Path:
     bad = target.with_name(f"{target.name}.bad-{digest[:8]}")
     os.replace(path, bad)
     return bad
+
+
+# ---------------------------------------------------------------------------------------------
+# the ledger of verified files
+
+LEDGER = ".verified.jsonl"      # one per folder, next to the files it describes
+_LEDGER_LOCK = threading.Lock()  # fetch_all verifies in threads
+
+
+def record_verified(path: Path, digests: dict) -> None:
+    """Note in the ledger of `path`'s folder that `path`, as it is now (size, mtime_ns), matched
+    these published digests ({"md5"|"sha256": hex}), or was joined from verified `parts`."""
+    if not digests:
+        return
+    path = Path(path)
+    st = path.stat()
+    entry = {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+             **{a: v.strip().lower() if isinstance(v, str) else v for a, v in digests.items()}}
+    with _LEDGER_LOCK, open(path.parent / LEDGER, "a") as fh:
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def read_ledger(folder: Path) -> dict[str, dict]:
+    """File name -> its latest ledger entry in `folder` ({} without a ledger; unreadable lines,
+    e.g. the last one of a killed run, are skipped)."""
+    out: dict[str, dict] = {}
+    try:
+        text = (Path(folder) / LEDGER).read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            out[entry["name"]] = entry
+    return out
+
+
+def verified_info(path: Path, ledger: dict[str, dict] | None = None) -> dict:
+    """What `path` was verified against ({"md5"/"sha256": hex} and/or "parts": [{name, size,
+    digests}] for a file joined from verified parts), if its size and mtime_ns are still those
+    recorded (the file has not been rewritten since); else {}. `ledger`: `read_ledger` of its folder."""
+    path = Path(path)
+    entry = (read_ledger(path.parent) if ledger is None else ledger).get(path.name)
+    if not entry:
+        return {}
+    try:
+        st = path.stat()
+    except OSError:
+        return {}
+    if (st.st_size, st.st_mtime_ns) != (entry.get("size"), entry.get("mtime_ns")):
+        return {}
+    return {k: v for k, v in entry.items() if k not in ("name", "size", "mtime_ns")}
+
+
+def verified_digests(path: Path, ledger: dict[str, dict] | None = None) -> dict[str, str]:
+    """The published digests ({"md5"|"sha256": hex}) `path` still matches per the ledger, or {}."""
+    info = verified_info(path, ledger)
+    return {a: info[a] for a in ("md5", "sha256") if isinstance(info.get(a), str)}
+
+
+def forget_verified(path: Path) -> None:
+    """Drop `path` from its folder's ledger (the file was deleted); the ledger goes when empty."""
+    path = Path(path)
+    ledger = path.parent / LEDGER
+    with _LEDGER_LOCK:
+        if not ledger.is_file():
+            return
+        keep = [ln for ln in ledger.read_text().splitlines()
+                if ln.strip() and _ledger_name(ln) != path.name]
+        if keep:
+            tmp = ledger.with_name(ledger.name + ".tmp")
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+            os.replace(tmp, ledger)
+        else:
+            ledger.unlink()
+
+
+def _ledger_name(line: str) -> str | None:
+    try:
+        return json.loads(line).get("name")
+    except (ValueError, AttributeError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,6 +340,7 @@ def fetch(source: Source, dest_dir: Path, *, progress: bool = True, timeout: flo
     if target.is_file():
         reason, digest = _check(target, source)
         if reason is None:
+            record_verified(target, _expected(source.md5, source.sha256))
             return target
         bad = _move_aside(target, target, digest)
         log.warning("%s fails verification (%s); moved to %s, fetching again", target, reason, bad)
@@ -267,6 +367,7 @@ def fetch(source: Source, dest_dir: Path, *, progress: bool = True, timeout: flo
                 reason, digest = _check(part, source)
                 if reason is None:
                     os.replace(part, target)     # atomic: the final name only ever holds good data
+                    record_verified(target, _expected(source.md5, source.sha256))
                     return target
                 bad = _move_aside(part, target, digest)
                 bad_checksum = True
@@ -335,6 +436,10 @@ def join_parts(parts: list[Path], out: Path) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    # joined from parts that were each verified: the whole is recorded as made of them
+    verified = [{"name": Path(p).name, "size": Path(p).stat().st_size, **verified_digests(p)} for p in parts]
+    if all(len(v) > 2 for v in verified):
+        record_verified(out, {"parts": verified})
     return out
 
 
@@ -435,24 +540,45 @@ def _merge_into(src: Path, dst: Path) -> None:
             os.replace(entry, out)
 
 
+MARKER_HEADER = "#musicpetl-archive "  # first line of a marker: the archive's verified digests (JSON)
+
+
+def read_marker(marker: Path) -> tuple[dict, list[str]]:
+    """An extraction marker -> (the archive's record {"name", "size", "md5"/"sha256"} or {} when it
+    was not verified, the member paths relative to the target)."""
+    lines = [ln for ln in Path(marker).read_text().splitlines() if ln]
+    info: dict = {}
+    if lines and lines[0].startswith(MARKER_HEADER):
+        try:
+            info = json.loads(lines[0][len(MARKER_HEADER):])
+        except ValueError:
+            info = {}
+        lines = lines[1:]
+    return (info if isinstance(info, dict) else {}), lines
+
+
 def extract(archive: Path, target: Path, *, progress: bool = True) -> list[Path]:
     """Safely unpack a .tar(.gz/.bz2/.xz)/.tgz or .zip into `target`; return the files written.
 
     Members with absolute paths, `..` escapes, links leaving the target, or device/fifo entries
     are refused (DownloadError naming the member) before anything reaches `target`: the archive
     is unpacked into a temporary sibling folder and moved into place only when complete. A
-    marker `.extracted-<archive name>` (listing the files) makes a second call a no-op; several
-    archives may share one target (MTG-Jamendo's 100 tars)."""
+    marker `.extracted-<archive name>` (listing the files, after a first line with the archive's
+    digests when it was verified on download) makes a second call a no-op; several archives may
+    share one target (MTG-Jamendo's 100 tars)."""
     archive, target = Path(archive), Path(target)
     marker = target / f".extracted-{archive.name}"
     if marker.is_file():
-        files = [target / line for line in marker.read_text().splitlines() if line]
+        files = [target / line for line in read_marker(marker)[1]]
         if all(p.exists() or p.is_symlink() for p in files):
             return files
         log.warning("%s: files listed in %s are missing; extracting again", archive.name, marker)
     if not archive.is_file():
         raise DownloadError(f"archive {archive} not found")
     kind = _archive_kind(archive)
+    info = verified_info(archive)
+    header = (MARKER_HEADER + json.dumps({"name": archive.name, "size": archive.stat().st_size, **info},
+                                         sort_keys=True) + "\n") if info else ""
     target.parent.mkdir(parents=True, exist_ok=True)
     # fixed name, so a leftover from a killed run is found and cleared next time
     tmp = target.parent / f".{target.name}.extracting-{archive.name}"
@@ -474,7 +600,7 @@ def extract(archive: Path, target: Path, *, progress: bool = True) -> list[Path]
             os.replace(tmp, target)          # fresh target: appears in one step
         # the marker is written last: without it the extraction counts as not done
         marker_tmp = marker.with_name(marker.name + ".tmp")
-        marker_tmp.write_text("".join(r + "\n" for r in rel))
+        marker_tmp.write_text(header + "".join(r + "\n" for r in rel))
         os.replace(marker_tmp, marker)
     finally:
         if tmp.exists():

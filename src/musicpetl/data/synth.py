@@ -5,8 +5,9 @@ progression in the key, a melody on the key's scale, a bass on the chord roots, 
 grid at the exact tempo), so the labels are true by construction; tests/test_synth.py checks them
 against madmom's pretrained key and tempo estimators.
 
-Labels follow the pipeline's conventions (see DATASETS.md): key 0-23 = C-based pitch class + 12 if
-minor, tempo a float BPM.
+Labels follow the pipeline's conventions (see docs/DATASETS.md): key 0-23 = C-based pitch class + 12 if
+minor, tempo a float BPM, beats the times in seconds of the clip's beat grid (what every part is
+placed on).
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 from tqdm import tqdm
+
+from musicpetl.errors import InputError
 
 SAMPLE_RATE = 24000
 # The shortest clip length at which madmom's key and tempo estimators still agree comfortably with
@@ -314,24 +317,24 @@ def _scale_pitches(tonic: int, minor: bool, low: int, high: int) -> np.ndarray:
 
 def _check_key(key) -> None:
     if not isinstance(key, (int, np.integer)) or not 0 <= key < 24:
-        raise ValueError(f"key must be an integer 0-23 (pitch class + 12 if minor), got {key!r}")
+        raise InputError(f"key must be an integer 0-23 (pitch class + 12 if minor), got {key!r}")
 
 
 def _check_args(key, tempo, tags, style, duration, sample_rate) -> None:
     _check_key(key)
     if not np.isfinite(tempo) or not 20 <= tempo <= 400:
-        raise ValueError(f"tempo must be a BPM in 20-400, got {tempo!r}")
+        raise InputError(f"tempo must be a BPM in 20-400, got {tempo!r}")
     unknown = [t for t in tags if t not in TAGS]
     if unknown:
-        raise ValueError(f"unknown tags {unknown}; valid tags are {TAGS}")
+        raise InputError(f"unknown tags {unknown}; valid tags are {TAGS}")
     if not any(t in CHORD_TAGS for t in tags):
-        raise ValueError(f"tags {list(tags)} name no chord instrument; add one of {CHORD_TAGS}")
+        raise InputError(f"tags {list(tags)} name no chord instrument; add one of {CHORD_TAGS}")
     if style not in _STYLES:
-        raise ValueError(f"unknown style {style!r}; valid styles are {STYLES}")
+        raise InputError(f"unknown style {style!r}; valid styles are {STYLES}")
     if not duration > 0:
-        raise ValueError(f"duration must be positive seconds, got {duration!r}")
+        raise InputError(f"duration must be positive seconds, got {duration!r}")
     if not isinstance(sample_rate, (int, np.integer)) or sample_rate < 8000:
-        raise ValueError(f"sample_rate must be an integer >= 8000 Hz, got {sample_rate!r}")
+        raise InputError(f"sample_rate must be an integer >= 8000 Hz, got {sample_rate!r}")
 
 
 def _beats_per_chord(tempo: float, meter: int) -> int:
@@ -341,12 +344,17 @@ def _beats_per_chord(tempo: float, meter: int) -> int:
 
 
 def render_clip(key: int, tempo: float, tags: list[str], style: str, duration: float,
-                sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+                sample_rate: int, rng: np.random.Generator, return_beats: bool = False):
     """Render one mono float32 clip whose key, tempo, instruments and style are the given labels.
 
     `rng` only adds mild variety (progression, voicing, melody, levels, detune, drum noise); the
     labels themselves are always honoured exactly: the beat grid runs at `tempo`, the harmony
     stays diatonic to `key`, and exactly the instruments in `tags` sound.
+
+    `return_beats`: return `(wave, beats)`, the times in seconds of the beats inside the clip (the
+    grid every part is placed on: beat k at `start + k * 60 / tempo`, `start` a random 0-50 ms;
+    swing moves only off-beat eighths, never a beat). The draws are the same either way, so the
+    audio does not depend on it.
     """
     _check_args(key, tempo, tags, style, duration, sample_rate)
     sr = int(sample_rate)
@@ -482,7 +490,11 @@ def render_clip(key: int, tempo: float, tags: list[str], style: str, duration: f
     peak = np.abs(mix).max()
     if peak == 0:
         raise RuntimeError(f"rendered a silent clip for key={key} tempo={tempo} tags={tags} style={style}")
-    return (mix * (rng.uniform(0.6, 0.95) / peak)).astype(np.float32)
+    wave = (mix * (rng.uniform(0.6, 0.95) / peak)).astype(np.float32)
+    if return_beats:
+        beats = [seconds(b) for b in range(n_beats) if int(round(seconds(b) * sr)) < n]
+        return wave, beats
+    return wave
 
 
 # ------------------------------------------------------------------------------------- corpus
@@ -521,15 +533,16 @@ def _write_atomic_wav(path: Path, wave: np.ndarray, sr: int) -> None:
 def generate_corpus(out_dir: Path, n_clips: int, duration: float, sample_rate: int = SAMPLE_RATE,
                     seed: int = 0, progress: bool = True) -> list[dict]:
     """Write `n_clips` clips to out_dir/audio/synth_NNNNN.wav and their labels to
-    out_dir/annotations.jsonl (same order); return the annotation rows.
+    out_dir/annotations.jsonl (same order); return the annotation rows. A row holds the labels
+    (key_label, tempo, tags, style) and `beats`, the clip's beat times in seconds (to the microsecond).
 
     Same arguments give byte-identical files. Each clip has its own random stream (spawned from
     `seed` by index), so a clip does not change when another one's rendering does.
     """
     if not isinstance(n_clips, (int, np.integer)) or n_clips < 1:
-        raise ValueError(f"n_clips must be a positive integer, got {n_clips!r}")
+        raise InputError(f"n_clips must be a positive integer, got {n_clips!r}")
     if not duration > 0:
-        raise ValueError(f"duration must be positive seconds, got {duration!r}")
+        raise InputError(f"duration must be positive seconds, got {duration!r}")
     out_dir = Path(out_dir)
     audio_dir = out_dir / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
@@ -545,12 +558,12 @@ def generate_corpus(out_dir: Path, n_clips: int, duration: float, sample_rate: i
     rows = []
     for i in tqdm(range(n_clips), desc="synth corpus", unit="clip", disable=not progress):
         lab = labels[i]
-        wave = render_clip(lab["key_label"], lab["tempo"], lab["tags"], lab["style"], duration,
-                           sample_rate, np.random.default_rng(clip_seqs[i]))
+        wave, beats = render_clip(lab["key_label"], lab["tempo"], lab["tags"], lab["style"], duration,
+                                  sample_rate, np.random.default_rng(clip_seqs[i]), return_beats=True)
         name = f"synth_{i:05d}"
         _write_atomic_wav(audio_dir / f"{name}.wav", wave, sample_rate)
         rows.append({"key": name, "audio_path": f"audio/{name}.wav", "sr": int(sample_rate),
-                     "length": int(len(wave)), **lab})
+                     "length": int(len(wave)), **lab, "beats": [round(b, 6) for b in beats]})
 
     ann = out_dir / "annotations.jsonl"
     tmp = ann.with_name(f".{ann.name}.tmp")

@@ -17,6 +17,7 @@ from torch import nn
 from musicpetl.backbones.base import Backbone
 
 from . import adapter, bitfit, lora, prefix, prompt, ssf
+from musicpetl.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Method:
     # reparameterisable methods fold into plain backbone weights for inference
     merge: Callable[[Backbone], Backbone] | None = None
     defaults: dict = field(default_factory=dict)
+    # the run stores the whole backbone (it trained all of it), so reloading needs no pre-trained files
+    stores_full_backbone: bool = False
 
 
 def freeze(module: nn.Module) -> None:
@@ -46,7 +49,8 @@ def _apply_probing(backbone: Backbone, cfg: dict) -> None:
 
 
 METHODS: dict[str, Method] = {
-    "finetune": Method("finetune", _apply_finetune, "full fine-tuning: every backbone weight trains"),
+    "finetune": Method("finetune", _apply_finetune, "full fine-tuning: every backbone weight trains",
+                       stores_full_backbone=True),
     "probing": Method("probing", _apply_probing, "frozen backbone, MLP head on cached features",
                       uses_feature_cache=True),
     "adapter": Method("adapter", adapter.apply, "bottleneck adapters after attention and FFN(s), plus the layers' "
@@ -73,7 +77,7 @@ METHODS: dict[str, Method] = {
 
 def get_method(name: str) -> Method:
     if name not in METHODS:
-        raise ValueError(f"unknown petl.method {name!r}; valid: {', '.join(METHODS)}")
+        raise InputError(f"unknown petl.method {name!r}; valid: {', '.join(METHODS)}")
     return METHODS[name]
 
 
@@ -82,7 +86,7 @@ def apply_method(backbone: Backbone, name: str, cfg: dict | None = None) -> Meth
     method = get_method(name)
     unknown = sorted(set(cfg or {}) - set(method.defaults))
     if unknown:
-        raise ValueError(f"petl.{name}: unknown option(s) {unknown}; valid: {sorted(method.defaults) or 'none'}")
+        raise InputError(f"petl.{name}: unknown option(s) {unknown}; valid: {sorted(method.defaults) or 'none'}")
     freeze(backbone)
     method.apply(backbone, {**method.defaults, **(cfg or {})})
     return method

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicpetl.backbones.base import Backbone
+from musicpetl.errors import InputError
 
 
 class Adapter(nn.Module):
@@ -39,7 +40,7 @@ def _adapter_hook(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tens
 def apply(backbone: Backbone, cfg: dict) -> None:
     bottleneck = int(cfg["bottleneck"])
     if bottleneck < 1:
-        raise ValueError(f"petl adapter: bottleneck must be >= 1, got {bottleneck}")
+        raise InputError(f"petl adapter: bottleneck must be >= 1, got {bottleneck}")
     for i, layer in enumerate(backbone.layers):
         for name, site in layer.adapter_sites().items():
             if hasattr(site, "adapter"):

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from musicpetl.backbones.base import Backbone
+from musicpetl.errors import InputError
 
 
 class PrefixEncoder(nn.Module):
@@ -27,7 +28,7 @@ class PrefixEncoder(nn.Module):
 def apply(backbone: Backbone, cfg: dict) -> None:
     tokens, hidden = int(cfg["tokens"]), int(cfg["hidden"])
     if tokens < 1 or hidden < 1:
-        raise ValueError(f"petl prefix: tokens and hidden must be >= 1, got {tokens}, {hidden}")
+        raise InputError(f"petl prefix: tokens and hidden must be >= 1, got {tokens}, {hidden}")
     for i, layer in enumerate(backbone.layers):
         if layer.attn.kv_prefix is not None:
             raise RuntimeError(f"layer {i} already has a kv prefix: apply the method once")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from musicpetl.backbones.base import Backbone
+from musicpetl.errors import InputError
 
 
 class InputPrompt(nn.Module):
@@ -36,7 +37,7 @@ class InputPrompt(nn.Module):
 def apply(backbone: Backbone, cfg: dict) -> None:
     tokens = int(cfg["tokens"])
     if tokens < 1:
-        raise ValueError(f"petl prompt: tokens must be >= 1, got {tokens}")
+        raise InputError(f"petl prompt: tokens must be >= 1, got {tokens}")
     if backbone.input_prompt is not None:
         raise RuntimeError("backbone already has an input prompt: apply the method once")
     ref = next(backbone.layers.parameters())

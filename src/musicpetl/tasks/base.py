@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from musicpetl.errors import InputError
+
 
 @dataclass
 class Task:
@@ -52,7 +54,7 @@ class SingleLabelTask(Task):
 
     def encode(self, label) -> np.ndarray:
         if not 0 <= int(label) < self.n_outputs:
-            raise ValueError(f"{self.name} label must be 0..{self.n_outputs - 1} ({self.classes[0]} .. "
+            raise InputError(f"{self.name} label must be 0..{self.n_outputs - 1} ({self.classes[0]} .. "
                              f"{self.classes[-1]}), got {label!r}")
         return np.array(int(label), dtype=np.float32)
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from .base import Task
+from musicpetl.errors import InputError
 
 
 @dataclass
@@ -19,7 +20,7 @@ class TaggingTask(Task):
         target = np.zeros(self.n_outputs, dtype=np.float32)
         idx = np.asarray(label, dtype=int)
         if idx.size and (idx.min() < 0 or idx.max() >= self.n_outputs):
-            raise ValueError(f"tag indices must be in 0..{self.n_outputs - 1}, got {label!r}")
+            raise InputError(f"tag indices must be in 0..{self.n_outputs - 1}, got {label!r}")
         target[idx] = 1.0
         return target
 

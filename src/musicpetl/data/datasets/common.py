@@ -67,8 +67,10 @@ def fetch_repo(source: Source, folder: Path, dest_name: str, progress: bool = Tr
 
 
 def remove_download(path: Path) -> None:
-    """Delete an archive once unpacked (and its downloads/ folder when empty)."""
+    """Delete an archive once unpacked (and its downloads/ folder when empty). Its digests live on
+    in the extraction marker; its ledger line goes with it."""
     path.unlink(missing_ok=True)
+    dl.forget_verified(path)
     try:
         path.parent.rmdir()
     except OSError:

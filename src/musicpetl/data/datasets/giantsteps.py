@@ -30,11 +30,12 @@ from pathlib import Path
 
 from musicpetl.data import download as dl
 from musicpetl.data import parsers
-from musicpetl.data.dataset import Context, Dataset, SplitResult
+from musicpetl.data.dataset import AUDIO_MISSING, Context, Dataset, SplitResult, unlisted_audio
 from musicpetl.data.datasets.common import fetch_repo, github_archive, missing_error, require_user_files, user_dir
 from musicpetl.data.download import DownloadError, Source
 from musicpetl.data.splits import seeded_split
 from musicpetl.tasks.key import KEY_NAMES
+from musicpetl.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def _parts(ctx: Context) -> list[str]:
         want = [w.strip() for w in want.split(",") if w.strip()]
     bad = [w for w in want if w not in TASK_PARTS]
     if bad:
-        raise ValueError(f"giantsteps_parts: unknown task(s) {bad}; valid: {', '.join(TASK_PARTS)}")
+        raise InputError(f"giantsteps_parts: unknown task(s) {bad}; valid: {', '.join(TASK_PARTS)}")
     return [p for t in want for p in TASK_PARTS[t]]
 
 
@@ -118,6 +119,7 @@ def fetch(root: Path, ctx: Context) -> None:
                 missing.append(f"{PARTS[p].repo}/audio/<id>.LOFI.mp3 (none found; the repository's audio_dl.sh "
                                "fetches them)")
         require_user_files(NAME, folder, missing)
+        _write_tempo_split(folder, parts, ctx)
         return
     folder.mkdir(parents=True, exist_ok=True)
     failed = []
@@ -145,6 +147,20 @@ def fetch(root: Path, ctx: Context) -> None:
             failed.append(str(err).splitlines()[0].rstrip(":"))
     for f in failed:
         log.warning("giantsteps: %s (these items will be dropped as 'audio missing')", f)
+    _write_tempo_split(folder, parts, ctx)
+
+
+def _write_tempo_split(folder: Path, parts: list[str], ctx: Context) -> None:
+    """Draw the tempo split file at download time, so the download index covers it and the split
+    stage writes nothing into the raw folder."""
+    if "tempo" in parts:
+        tempo_split(folder, _tempo_tracks(folder), _split_seed(ctx))
+
+
+def _tempo_tracks(folder: Path) -> list[str]:
+    """Every track of GiantSteps Tempo (the v1 annotation list), in id order."""
+    ann = folder / PARTS["tempo"].repo / "annotations" / "tempo"
+    return sorted((parsers.giantsteps_id(f.name) for f in ann.glob("*.LOFI.bpm")), key=int)
 
 
 def _split_seed(ctx: Context) -> int:
@@ -172,7 +188,7 @@ def _build_key(folder: Path, ctx: Context) -> SplitResult:
     for track in sorted(usable, key=int):
         path = _audio(folder, "mtg_key", track)
         if not path.is_file():
-            dropped.append({"key": f"mtg-key/{track}", "reason": "audio missing"})
+            dropped.append({"key": f"mtg-key/{track}", "split": split[track], "reason": AUDIO_MISSING})
             continue
         rows.append({"key": f"mtg-key/{track}", "split": split[track], "audio_path": str(path),
                      "label": usable[track]})
@@ -181,29 +197,36 @@ def _build_key(folder: Path, ctx: Context) -> SplitResult:
     for f in key_files:
         track = parsers.giantsteps_id(f.name)
         if track in SHORT_KEY_CLIPS:
-            dropped.append({"key": f"key/{track}",
+            dropped.append({"key": f"key/{track}", "split": "test",
                             "reason": f"clip shorter than 120 s ({SHORT_KEY_CLIPS[track]} s), excluded by the paper"})
             continue
-        label, reason = parsers.parse_key_name(parsers.read_text(f))
         path = _audio(folder, "key", track)
-        if reason is None and not path.is_file():
-            reason = "audio missing"
+        label, reason = (None, AUDIO_MISSING) if not path.is_file() else parsers.parse_key_name(parsers.read_text(f))
         if reason is not None:
-            dropped.append({"key": f"key/{track}", "reason": reason})
+            dropped.append({"key": f"key/{track}", "split": "test", "reason": reason})
             continue
         rows.append({"key": f"key/{track}", "split": "test", "audio_path": str(path), "label": label})
+    dropped += _unlisted(folder, "mtg_key", [t for t, _, _ in ann])
+    dropped += _unlisted(folder, "key", [parsers.giantsteps_id(f.name) for f in key_files])
     return SplitResult(rows, dropped, list(KEY_NAMES))
+
+
+def _unlisted(folder: Path, part: str, tracks: list[str]) -> list[dict]:
+    """The MP3s in a part's audio/ that its annotations do not name."""
+    listed = {_audio(folder, part, t).resolve() for t in tracks}
+    return unlisted_audio(folder / PARTS[part].repo / "audio", listed, (".mp3",), folder)
 
 
 def tempo_split(folder: Path, tracks: list[str], seed: int) -> dict[str, str]:
     """The seeded 3:1:1 split of the GiantSteps Tempo tracks, read from its file in the dataset
-    folder, or drawn and written there on first use (so it never changes afterwards)."""
+    folder, or drawn and written there on first use (so it never changes afterwards; the download
+    stage draws it)."""
     path = folder / "splits" / f"tempo_3-1-1_seed{seed}.tsv"
     if path.is_file():
         split = parsers.parse_split_file(parsers.read_text(path))
         missing = sorted(set(tracks) - set(split))
         if missing:
-            raise ValueError(f"{path} lacks {len(missing)} annotated tracks (e.g. {missing[:3]}): it belongs to "
+            raise InputError(f"{path} lacks {len(missing)} annotated tracks (e.g. {missing[:3]}): it belongs to "
                              "another version of the annotations; delete it to draw a new split")
         return split
     split = seeded_split(tracks, seed, valid=TEMPO_SHARES[0], test=TEMPO_SHARES[1])
@@ -219,30 +242,30 @@ def _build_tempo(folder: Path, ctx: Context) -> SplitResult:
     repo_dir = folder / PARTS["tempo"].repo
     version = str((ctx.overrides or {}).get("giantsteps_tempo_annotations", "v1"))
     if version not in ("v1", "v2"):
-        raise ValueError(f"giantsteps_tempo_annotations must be 'v1' (annotations/) or 'v2' (annotations_v2/), "
+        raise InputError(f"giantsteps_tempo_annotations must be 'v1' (annotations/) or 'v2' (annotations_v2/), "
                          f"got {version!r}")
     ann_dir = repo_dir / ("annotations" if version == "v1" else "annotations_v2") / "tempo"
     # the split covers every track of the dataset (the v1 list), whichever annotations are used
-    tracks = sorted((parsers.giantsteps_id(f.name) for f in (repo_dir / "annotations" / "tempo").glob("*.LOFI.bpm")),
-                    key=int)
+    tracks = _tempo_tracks(folder)
     split = tempo_split(folder, tracks, _split_seed(ctx))
     rows, dropped = [], []
     for track in tracks:
         f = ann_dir / f"{track}.LOFI.bpm"
         bpm = parsers.parse_bpm(parsers.read_text(f)) if f.is_file() else None
         path = _audio(folder, "tempo", track)
-        reason = ("no tempo annotation" if bpm is None else f"no tempo annotation ({bpm})" if bpm <= 0
-                  else "audio missing" if not path.is_file() else None)
+        reason = (AUDIO_MISSING if not path.is_file() else "no tempo annotation" if bpm is None
+                  else f"no tempo annotation ({bpm})" if bpm <= 0 else None)
         if reason is not None:
-            dropped.append({"key": track, "reason": reason})
+            dropped.append({"key": track, "split": split[track], "reason": reason})
             continue
         rows.append({"key": track, "split": split[track], "audio_path": str(path), "label": bpm})
+    dropped += _unlisted(folder, "tempo", tracks)
     return SplitResult(rows, dropped, [])
 
 
 def build(task: str, root: Path, ctx: Context) -> SplitResult:
     if task not in TASK_PARTS:
-        raise ValueError(f"giantsteps has no task {task!r}; valid: {', '.join(DATASET.tasks)}")
+        raise InputError(f"giantsteps has no task {task!r}; valid: {', '.join(DATASET.tasks)}")
     folder = DATASET.folder(root, ctx)
     missing = _missing_metadata(folder, list(TASK_PARTS[task]))
     if missing:

@@ -20,10 +20,11 @@ import subprocess
 from pathlib import Path
 
 from musicpetl.data import download as dl
-from musicpetl.data import parsers
-from musicpetl.data.dataset import Context, Dataset, SplitResult
+from musicpetl.data import checksums, parsers
+from musicpetl.data.dataset import AUDIO_MISSING, Context, Dataset, SplitResult, unlisted_audio
 from musicpetl.data.datasets.common import missing_error, remove_download, require_user_files, user_dir, with_base_url
 from musicpetl.data.download import DownloadError, Source
+from musicpetl.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +33,14 @@ SPLITS = ("train", "valid", "test")
 _MIRRORS = ("https://mirg.city.ac.uk/datasets/magnatagatune/", "http://mi.soi.city.ac.uk/datasets/magnatagatune/")
 
 
-def _src(name: str, md5: str) -> Source:
-    return Source(name, tuple(m + name for m in _MIRRORS), md5=md5)
+def _sources(section: str) -> list[Source]:
+    """The files of one section of checksums/mtat.json (MD5s as the dataset page publishes them)."""
+    return [Source(name, tuple(m + name for m in _MIRRORS), **sums)
+            for name, sums in checksums.table("mtat")[section].items()]
 
 
-AUDIO_SOURCES = [
-    _src("mp3.zip.001", "179c91c8c2a6e9b3da3d4e69d306fd3b"),
-    _src("mp3.zip.002", "acf8265ff2e35c6ff22210e46457a824"),
-    _src("mp3.zip.003", "582dc649cabb8cd991f09e14b99349a5"),
-]
-META_SOURCES = [
-    _src("annotations_final.csv", "f04fa01752a8cc64f6e1ca142a0fef1d"),
-    _src("clip_info_final.csv", "03ef3cb8ddcfe53fdcdb8e0cda005be2"),
-]
+AUDIO_SOURCES = _sources("audio")  # mp3.zip.001-003
+META_SOURCES = _sources("meta")    # annotations_final.csv, clip_info_final.csv
 # The split files (binary .npy; no checksum published). First the commit that holds them in the
 # public index, then the default branch.
 _SPLIT_BASES = ("https://raw.githubusercontent.com/minzwon/sota-music-tagging-models/"
@@ -59,9 +55,12 @@ def audio_root(folder: Path) -> Path:
     return folder / "mp3" if (folder / "mp3").is_dir() else folder
 
 
+_AUDIO_DIRS = "0123456789abcdef"
+
+
 def _has_audio(folder: Path) -> bool:
     root = audio_root(folder)
-    return any((root / d).is_dir() and any((root / d).glob("*.mp3")) for d in "0123456789abcdef")
+    return any((root / d).is_dir() and any((root / d).glob("*.mp3")) for d in _AUDIO_DIRS)
 
 
 def _missing_split_files(folder: Path) -> list[str]:
@@ -70,7 +69,7 @@ def _missing_split_files(folder: Path) -> list[str]:
 
 
 def _unzip(zip_path: Path, target: Path, progress: bool) -> None:
-    """Unpack mp3.zip; the joined archive sometimes needs `zip -FF` first (DATASETS.md)."""
+    """Unpack mp3.zip; the joined archive sometimes needs `zip -FF` first (docs/DATASETS.md)."""
     try:
         dl.extract(zip_path, target, progress=progress)
         return
@@ -84,6 +83,9 @@ def _unzip(zip_path: Path, target: Path, progress: bool) -> None:
     if res.returncode != 0 or not fixed.is_file():
         tail = res.stderr.decode(errors="replace")[-500:]
         raise DownloadError(f"zip -FF {zip_path} failed ({res.returncode}): {tail}")
+    info = dl.verified_info(zip_path)
+    if info:  # the repaired archive is still the verified one, as far as its provenance goes
+        dl.record_verified(fixed, {"repaired_from": {"name": zip_path.name, **info}})
     dl.extract(fixed, target, progress=progress)
     remove_download(fixed)
 
@@ -122,18 +124,21 @@ def build(task: str, root: Path, ctx: Context) -> SplitResult:
     classes = parsers.read_mtat_tags(folder / "split" / "tags.npy")
     binary = parsers.read_mtat_binary(folder / "split" / "binary.npy", len(classes))
     audio = audio_root(folder)
-    rows, dropped = [], []
+    rows, dropped, listed = [], [], set()
     for split in SPLITS:
         for row, rel in parsers.read_mtat_split(folder / "split" / f"{split}.npy"):
             if not 0 <= row < len(binary):
-                raise ValueError(f"split/{split}.npy: row {row} of {rel} is outside binary.npy ({len(binary)} rows)")
+                raise InputError(f"split/{split}.npy: row {row} of {rel} is outside binary.npy ({len(binary)} rows)")
             key = rel[:-4] if rel.endswith(".mp3") else rel
             path = audio / rel
+            listed.add(path.resolve())
             if not path.is_file():
-                dropped.append({"key": key, "reason": "audio missing"})
+                dropped.append({"key": key, "split": split, "reason": AUDIO_MISSING})
                 continue
             rows.append({"key": key, "split": split, "audio_path": str(path),
                          "label": parsers.multi_hot_indices(binary[row])})
+    for d in _AUDIO_DIRS:  # the clips the split leaves out (of 25,863)
+        dropped += unlisted_audio(audio / d, listed, (".mp3",), audio)
     return SplitResult(rows, dropped, classes)
 
 
