@@ -23,8 +23,10 @@ def test_measure_relative_to_finetune(torch_threads):
     assert ft["step_ratio"] == ft["infer_ratio"] == 1.0
     assert pr["trainable"] == 0 and 0 < lora["trainable"] < ft["trainable"]
     assert len(ft["step_times"]) == 1 and all(t > 0 for t in ft["step_times"] + ft["infer_times"])
-    # probing back-propagates through the head only, fine-tuning through the whole backbone
-    assert pr["step_ratio"] < 1.0
+    # ratios are measured, not asserted against each other: wall-clock orderings belong in bench/
+    # (one timed step on a shared 2-core machine once gave probing 1.06x of fine-tuning)
+    assert all(0 < r["step_ratio"] < float("inf") and 0 < r["infer_ratio"] < float("inf") for r in (pr, lora))
+    assert pr["step_ratio"] == pytest.approx(pr["step_s"] / ft["step_s"])
     if ft["peak_mib"] is not None:  # Linux: the RSS high-water mark; gradients + Adam state + activations
         assert ft["peak_mib"] > 0 and pr["peak_ratio"] < 1.0
     assert res["meta"]["device"].startswith("CPU") and res["meta"]["memory"]
