@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
-import threading
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +17,7 @@ from musicpetl.errors import InputError
 from musicpetl.frame_head import FrameHead, stack_layers
 from musicpetl.tasks import is_frame_level, make_task
 from musicpetl.tasks.beat import beat_scores, beat_targets, check_beats, track_beats, upsample_activations
+from test_datasets import server, tar_bytes  # noqa: F401  (server: the local HTTP server fixture)
 
 
 @pytest.fixture(scope="module")
@@ -337,43 +334,6 @@ def test_gtzan_beats_build_from_a_user_folder(tmp_path):
     shutil.rmtree(mine / "gtzan_tempo_beat" / "beats")
     with pytest.raises(FileNotFoundError, match="gtzan_tempo_beat/beats/"):
         gtzan.fetch(tmp_path, c)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802
-        body = self.server.files.get(urllib.parse.unquote(self.path))
-        self.server.requests.append(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.files, httpd.requests = {}, []
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def tar_bytes(files: dict[str, bytes], top: str = "") -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for rel, data in files.items():
-            info = tarfile.TarInfo((top + "/" if top else "") + rel)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def test_gtzan_beats_fetched_from_a_local_server(tmp_path, server, monkeypatch):
