@@ -64,3 +64,21 @@ def torch_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class Recorder:
+    """What train() logs through dvclive's two calls (log_metric, next_step), kept in memory."""
+
+    def __init__(self):
+        self.metrics: dict[str, list[float]] = {}
+        self.steps = 0
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.metrics.setdefault(name, []).append(float(value))
+
+    def next_step(self) -> None:
+        self.steps += 1
+
+    @property
+    def losses(self) -> list[float]:
+        return self.metrics.get("train/loss", [])

@@ -22,24 +22,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import SEGMENT_SECONDS, fixture_params
+from conftest import SEGMENT_SECONDS, Recorder, fixture_params
 
 OVERRIDES = {"backbone.num_layers": 2, "backbone.segment_seconds": SEGMENT_SECONDS, "petl.method": "adapter",
              "train.max_steps": 6, "train.eval_every": 3, "train.batch_size": 4, "train.crop_seconds": 1.0,
              "train.lr": 0.01}
 ATOL = 1e-5
-
-
-class Recorder:
-    def __init__(self):
-        self.losses = []
-
-    def log_metric(self, name, value):
-        if name == "train/loss":
-            self.losses.append(value)
-
-    def next_step(self):
-        pass
 
 
 def _worker(rank: int, world: int, init: str, store_root: str, out: str) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SEGMENT_SECONDS, fixture_params
+from conftest import SEGMENT_SECONDS, Recorder, fixture_params
 from musicpetl.backbones import load_from_params
 from musicpetl.checkpointing import store_fingerprint
 from musicpetl.errors import InputError
@@ -96,20 +96,12 @@ def test_training_on_cached_frames(tiny_store, genre_task, tmp_path, torch_threa
                         "petl.method": "lora", "train.cache_frontend": True, "train.frontend_hop_seconds": 0.5,
                         "train.max_steps": 12, "train.eval_every": 6, "train.lr": 0.01, "train.batch_size": 5,
                         "train.crop_seconds": 1.0})
-    losses = []
+    live = Recorder()
 
-    class Live:
-        def log_metric(self, name, value):
-            if name == "train/loss":
-                losses.append(value)
-
-        def next_step(self):
-            pass
-
-    summary = train(p, genre_task, tiny_store, None, tmp_path / "run.safetensors", live=Live(), progress=False,
+    summary = train(p, genre_task, tiny_store, None, tmp_path / "run.safetensors", live=live, progress=False,
                     frontend_root=tmp_path / "frontend")
     assert len(list((tmp_path / "frontend").glob("*.h5"))) == 1
-    assert len(losses) == 12 and summary["trainable_backbone_params"] > 0
+    assert len(live.losses) == 12 and summary["trainable_backbone_params"] > 0
     assert load_run(tmp_path / "run.safetensors").method == "lora"
 
 

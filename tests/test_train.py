@@ -6,27 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import SEGMENT_SECONDS, fixture_params
+from conftest import SEGMENT_SECONDS, Recorder, fixture_params
 from musicpetl.evaluate import predict_tracks, predict_tracks_from_cache
 from musicpetl.features import FeatureCache, cache_features
 from musicpetl.run_io import load_run, read_config
 from musicpetl.train import train
 
 LAYERS = 2  # the tiny backbones' first two layers: enough to train, half the cost of six
-
-
-class Recorder:
-    """What train() logs through dvclive's two calls, kept in memory."""
-
-    def __init__(self):
-        self.metrics: dict[str, list[float]] = {}
-        self.steps = 0
-
-    def log_metric(self, name: str, value: float) -> None:
-        self.metrics.setdefault(name, []).append(float(value))
-
-    def next_step(self) -> None:
-        self.steps += 1
 
 
 def run_training(p, task, store, cache, path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import SEGMENT_SECONDS, fixture_params
+from conftest import SEGMENT_SECONDS, Recorder, fixture_params
 from musicpetl.data.loaders import BatchStream, CropDataset, micro_slices, mix_seed
 from musicpetl.model import set_activation_checkpointing
 from musicpetl.train import build_model, cosine_lr, lr_at, train
@@ -121,21 +121,13 @@ def test_dataloader_workers_give_the_main_process_batches(tiny_store, genre_task
 
 def test_bf16_autocast_on_every_new_path(tiny_store, genre_task, tmp_path, torch_threads):
     # CPU autocast here; the same code runs on CUDA (BENCHMARKS.md, GPU section)
-    losses = []
-
-    class Live:
-        def log_metric(self, name, value):
-            if name == "train/loss":
-                losses.append(value)
-
-        def next_step(self):
-            pass
+    live = Recorder()
 
     p = fixture_params({**BASE, "petl.method": "prefix", "train.precision": "bf16", "train.grad_accum": 2,
                         "train.activation_checkpointing": True, "train.cache_frontend": True,
                         "train.layer_input": "weighted", "train.warmup_steps": 1, "train.max_steps": 3,
                         "train.eval_every": 3})
-    train(p, genre_task, tiny_store, None, tmp_path / "run.safetensors", live=Live(), progress=False,
+    train(p, genre_task, tiny_store, None, tmp_path / "run.safetensors", live=live, progress=False,
           frontend_root=tmp_path / "fe")
-    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    assert len(live.losses) == 3 and all(math.isfinite(v) for v in live.losses)
     assert np.all(np.isfinite(load_file(str(tmp_path / "run.safetensors"))["head.layer_weights"].numpy()))

@@ -8,7 +8,7 @@ first stage (`check`, which depends on the whole params.yaml) runs it, so `dvc r
 """
 from __future__ import annotations
 
-from musicpetl.config import ConfigError, Params, check_number
+from musicpetl.config import ConfigError, Params, check_number, coerce
 
 
 def _choice(path: str, value, valid) -> None:
@@ -60,10 +60,7 @@ def check_params(p: Params) -> None:
             if name not in allowed:
                 raise ConfigError(f"unknown param {path}; valid: {', '.join(allowed) or '(none)'}")
             default = allowed[name]
-            if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ConfigError(f"{path} must be an integer, got {value!r}")
-            if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ConfigError(f"{path} must be a number, got {value!r}")
+            value = coerce(value, default, path)  # the same type rules as every other param
             if name == "dropout":
                 check_number(value, path, lo=0.0, hi=1.0, hi_open=True)
             elif isinstance(default, (int, float)):

@@ -156,11 +156,12 @@ def _build(cls, raw: Any, where: str):
         if dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value or {}, path)
         else:
-            kwargs[name] = _check_range(_coerce(value, default, path), f.metadata, path)
+            kwargs[name] = _check_range(coerce(value, default, path), f.metadata, path)
     return cls(**kwargs)
 
 
-def _coerce(value, default, path):
+def coerce(value, default, path):
+    """`value` checked against the type of `default` (a bool, int, float, str, list or dict param)."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{path} must be true or false, got {value!r}")
