@@ -93,7 +93,7 @@ def w_frontend(a) -> dict:
     t0 = time.perf_counter()
     build(tmp, Store(), "train", backbone, n, n, "float32", fp, batch_size=2, progress=False)
     build_s = time.perf_counter() - t0
-    data = FrameDataset(FrontendCache(tmp, expect=fp), [y[i].numpy() for i in range(2)])
+    data = FrameDataset(FrontendCache(tmp, expect=fp), lambda i, start: y[i].numpy())
     paths = {"audio": (lambda: (x, y), model),
              "cached": (lambda: data.batch(torch.arange(2), torch.zeros(2, dtype=torch.long)), model.forward_embedded)}
     params = [q for q in model.parameters() if q.requires_grad]

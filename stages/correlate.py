@@ -13,6 +13,12 @@ def main(p):
     from musicpetl.petl import prepare_for_inference
     from musicpetl.run_io import load_run
 
+    from musicpetl.backbones import BACKBONES
+    from musicpetl.run_io import read_config
+
+    name = read_config(Path("models/run.safetensors"))["backbone"]
+    if BACKBONES[name].baseline:  # no pre-trained features to compare with (README "Baselines")
+        return not_applicable(p, f"{name} is a {BACKBONES[name].kind} baseline: no pre-trained features")
     store = AudioStore("data/prepared")
     model = load_run(Path("models/run.safetensors"))
     model.backbone = prepare_for_inference(model.backbone, model.method)
@@ -28,6 +34,27 @@ def main(p):
     write_json("metrics/correlate.json", summary)
     plot(result, f"{p.petl.method}: trained vs pre-trained features (test)", Path("plots/correlate.png"))
     return {k: v for k, v in summary.items() if k != "cka_per_layer"}
+
+
+def not_applicable(p, why: str) -> dict:
+    """The stage's outputs for a system without pre-trained features: the reason, and a figure saying it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from musicpetl.io import atomic_path, write_json
+
+    summary = {"method": p.petl.method, "items": 0, "not_applicable": why}
+    write_json("metrics/correlate.json", summary)
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True)
+    Path("plots").mkdir(exist_ok=True)
+    with atomic_path(Path("plots/correlate.png")) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return summary
 
 
 if __name__ == "__main__":

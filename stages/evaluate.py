@@ -18,8 +18,8 @@ def main(p):
     from musicpetl.tasks import make_task
 
     store = AudioStore("data/prepared")
-    task = make_task(store.meta["task"], store.meta.get("classes"))
     model = load_run(Path("models/run.safetensors"))
+    task = make_task(store.meta["task"], store.meta.get("classes"), frame_rate=model.backbone.frame_rate)
     rows = store.rows("test")
     seconds = p.backbone.segment_seconds or model.backbone.default_segment_seconds
     if get_method(model.method).uses_feature_cache:  # the head on cached features equals running the frozen backbone

@@ -29,6 +29,7 @@ def main(p):
 
     from dvclive import Live
 
+    from musicpetl.backbones import BACKBONES
     from musicpetl.checkpointing import ROOT, Checkpointer, run_key
     from musicpetl.data.store import AudioStore
     from musicpetl.features import FeatureCache
@@ -40,7 +41,8 @@ def main(p):
     dist = distributed.context(p.train.device)
     try:
         store = AudioStore("data/prepared")
-        task = make_task(store.meta["task"], store.meta.get("classes"))
+        task = make_task(store.meta["task"], store.meta.get("classes"),
+                         frame_rate=BACKBONES[p.backbone.name].frame_rate)  # frame-level tasks (beat)
         cache = FeatureCache("data/features.h5")
         probing = get_method(p.petl.method).uses_feature_cache
         extra = {"features": {k: str(v) for k, v in cache.attrs.items()},

@@ -36,7 +36,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is 
 
 TOL = 1e-4  # max abs diff allowed between us and an oracle (fp32)
 SR = 24000
-TINY = [name for name, spec in BACKBONES.items() if not spec.pretrained]  # every toy-size registry entry
+# every toy-size registry entry; baselines (spec.baseline) are not transformers: tests/test_baselines.py
+TINY = [name for name, spec in BACKBONES.items() if not spec.pretrained and not spec.baseline]
 MERT_CONFIGS = {"mert-tiny": MERT_TINY, "mert-330m-tiny": MERT_330M_TINY, "mert-v1-95m": MERT_V1_95M,
                 "mert-v1-330m": MERT_V1_330M}
 

@@ -141,10 +141,12 @@ def test_every_method_has_a_params_block():
     assert set(raw()["petl"]) - {"method"} == set(METHODS)
 
 
-def test_frame_level_task_is_refused_by_the_pipeline_until_wired_in():
+def test_beat_is_a_task_of_the_pipeline_where_the_dataset_has_beats():
     r = raw()
     r["data"]["task"] = "beat"
-    with pytest.raises(ConfigError, match=r"data.task = 'beat' is a frame-level task.*allowed in the pipeline: key"):
+    check_params(parse_params(r))  # synth has beats
+    r["data"]["dataset"] = "mtat"
+    with pytest.raises(ConfigError, match=r"dataset 'mtat' has no task 'beat'"):
         check_params(parse_params(r))
 
 

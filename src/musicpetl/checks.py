@@ -26,11 +26,6 @@ def check_params(p: Params) -> None:
     _choice("data.task", p.data.task, TASKS)
     _choice("backbone.name", p.backbone.name, BACKBONES)
     _choice("petl.method", p.petl.method, METHODS)
-    if getattr(TASKS[p.data.task], "frame_level", False):
-        trainable = [t for t, cls in TASKS.items() if not getattr(cls, "frame_level", False)]
-        raise ConfigError(f"data.task = {p.data.task!r} is a frame-level task: its targets, frame head, DBN "
-                          f"post-processing and metrics exist (musicpetl.tasks.beat), but the train and evaluate "
-                          f"stages do not run frame-level tasks yet; allowed in the pipeline: {', '.join(trainable)}")
     tasks = DATASETS[p.data.dataset].tasks
     if p.data.task not in tasks:
         raise ConfigError(f"dataset {p.data.dataset!r} has no task {p.data.task!r}; valid: {', '.join(tasks)}")
@@ -38,10 +33,11 @@ def check_params(p: Params) -> None:
     if p.data.sample_rate != spec.sample_rate:
         raise ConfigError(f"data.sample_rate = {p.data.sample_rate} but {p.backbone.name} reads "
                           f"{spec.sample_rate} Hz audio; allowed: {spec.sample_rate}")
-    if p.backbone.num_layers > spec.depth:
+    _check_kind(p, spec, METHODS)
+    if p.backbone.num_layers > spec.depth and not spec.baseline:  # a baseline runs whole: num_layers unread
         raise ConfigError(f"backbone.num_layers = {p.backbone.num_layers} but {p.backbone.name} has {spec.depth} "
                           f"layers; allowed: 1 to {spec.depth}")
-    if p.features.layers and not p.backbone.num_layers <= p.features.layers <= spec.depth:
+    if p.features.layers and not spec.baseline and not p.backbone.num_layers <= p.features.layers <= spec.depth:
         raise ConfigError(f"features.layers = {p.features.layers} but the cache must hold backbone.num_layers = "
                           f"{p.backbone.num_layers} and {p.backbone.name} has {spec.depth}; allowed: "
                           f"{p.backbone.num_layers} to {spec.depth}, or 0 (every layer)")
@@ -65,3 +61,19 @@ def check_params(p: Params) -> None:
                 check_number(value, path, lo=0.0, hi=1.0, hi_open=True)
             elif isinstance(default, (int, float)):
                 check_number(value, path, lo=0, lo_open=True)
+
+
+def _check_kind(p: Params, spec, methods) -> None:
+    """Baselines (README "Baselines"): a scratch CNN trains with `finetune` only, an estimator runs
+    with `none` only, and no foundation backbone takes `none`; each baseline does only its tasks."""
+    method = methods[p.petl.method]
+    if spec.kind not in method.kinds:
+        allowed = [m for m, spec_m in methods.items() if spec.kind in spec_m.kinds]
+        raise ConfigError(f"petl.method = {p.petl.method!r} does not apply to {p.backbone.name} (a {spec.kind} "
+                          f"backbone); allowed: {', '.join(allowed)}")
+    if spec.tasks and p.data.task not in spec.tasks:
+        raise ConfigError(f"data.task = {p.data.task!r} but {p.backbone.name} is a {spec.kind} baseline for "
+                          f"{', '.join(spec.tasks)}; allowed: {', '.join(spec.tasks)}")
+    if spec.baseline and p.train.layer_input != "last":
+        raise ConfigError(f"train.layer_input = {p.train.layer_input!r} but {p.backbone.name} gives one hidden "
+                          f"state (the whole network's); allowed: last")

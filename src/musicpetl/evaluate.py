@@ -1,6 +1,8 @@
-"""Track-level prediction (whole tracks cut into segments, per-segment outputs averaged), metrics
-with intervals and the baseline beside them, and what a researcher reads: per-item predictions as
-CSV with class names and the actual/predicted pairs of a confusion matrix."""
+"""Track-level prediction (whole tracks cut into segments, per-segment outputs averaged; for a
+frame-level task, per-segment frame curves stitched into one curve per track), metrics with
+intervals and the baseline beside them, and what a researcher reads: per-item predictions as CSV
+with class names (beat times for beat tracking) and the actual/predicted pairs of a confusion
+matrix."""
 from __future__ import annotations
 
 import csv
@@ -15,6 +17,7 @@ from tqdm import tqdm
 from musicpetl.data.store import AudioStore
 from musicpetl.errors import InputError
 from musicpetl.features import FeatureCache
+from musicpetl.tasks import is_frame_level
 from musicpetl.tasks.base import SingleLabelTask, Task
 from musicpetl.tasks.tagging import TaggingTask
 from musicpetl.tasks.tempo import TempoTask
@@ -23,16 +26,25 @@ from musicpetl.tasks.tempo import TempoTask
 @torch.no_grad()
 def predict_tracks(model, store: AudioStore, split: str, task: Task, segment_seconds: float,
                    batch_size: int = 8, progress: bool = True, max_items: int | None = None,
-                   rows: list[dict] | None = None) -> np.ndarray:
+                   rows: list[dict] | None = None):
     """(N, n_out) track-level probabilities: the mean of per-segment probabilities, as the paper.
+    A frame-level task: a list of N per-track curves at the task's frame rate, the segments' frame
+    outputs placed on the track's frame grid (frame_head.stitch_frames).
     `rows`: these items instead of the split's (a DDP rank's share of validation)."""
     from musicpetl.audio import segment_starts
+    from musicpetl.frame_head import stitch_frames
 
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
     seg_len = model.backbone.segment_length(segment_seconds)
+    sr, frame_level = model.backbone.sample_rate, is_frame_level(task)
     rows = store.rows(split)[:max_items] if rows is None else rows
+    if hasattr(model.backbone, "estimate"):  # an off-the-shelf estimator (README "Baselines"): its own outputs of whole tracks
+        out = [model.backbone.estimate(task.name, store.audio(row), task.classes)
+               for row in tqdm(rows, desc=f"estimate {split}", disable=not progress, unit="clip", leave=False)]
+        model.train(was_training)
+        return out if frame_level else (np.stack(out) if out else np.zeros((0, task.n_outputs), np.float32))
     out = []
     for row in tqdm(rows, desc=f"predict {split}", disable=not progress, unit="clip", leave=False):
         wave = torch.from_numpy(store.audio(row))
@@ -42,8 +54,16 @@ def predict_tracks(model, store: AudioStore, split: str, task: Task, segment_sec
         for b in range(0, len(starts), batch_size):
             chunk = torch.stack([wave[s:s + seg] for s in starts[b:b + batch_size]]).to(dev)
             probs.append(task.probabilities(model(chunk).float()).cpu())
-        out.append(torch.cat(probs).mean(0).numpy())
+        probs = torch.cat(probs).numpy()
+        if frame_level:
+            fps = float(task.frame_rate)
+            out.append(stitch_frames(list(zip(starts, probs)), sr, fps, int(round(wave.numel() / sr * fps)))
+                       .astype(np.float32))
+        else:
+            out.append(probs.mean(0))
     model.train(was_training)
+    if frame_level:
+        return out
     return np.stack(out) if out else np.zeros((0, task.n_outputs), np.float32)
 
 
@@ -55,6 +75,8 @@ def predict_tracks_from_cache(head, cache: FeatureCache, split: str, layer: int,
     `features.feature_fingerprint`, checked against the cache's."""
     if expect is not None:
         cache.check(expect)
+    if is_frame_level(task):
+        return _frame_curves_from_cache(head, cache, split, layer, task)
     was_training = head.training
     head.eval()
     if getattr(head, "layer_input", "last") == "last":
@@ -66,6 +88,29 @@ def predict_tracks_from_cache(head, cache: FeatureCache, split: str, layer: int,
     out = np.zeros((len(keys), probs.shape[1]), dtype=np.float64)
     np.add.at(out, item, probs)
     return (out / np.bincount(item, minlength=len(keys))[:, None]).astype(np.float32)
+
+
+def _frame_curves_from_cache(head, cache: FeatureCache, split: str, layer: int, task: Task,
+                             batch_segments: int = 64) -> list[np.ndarray]:
+    """Probing a frame-level task: the frame head on each cached segment's frames, the segments'
+    curves stitched per track as `predict_tracks` stitches them from audio."""
+    from musicpetl.frame_head import stitch_frames
+
+    last = getattr(head, "layer_input", "last") == "last"
+    ff = cache.frames(split, layer) if last else cache.frames(split, layers=layer)
+    was_training = head.training
+    head.eval()
+    pieces: list[list] = [[] for _ in ff.keys]
+    for b in range(0, len(ff), batch_segments):
+        segs = range(b, min(b + batch_segments, len(ff)))
+        width = max(ff.n_frames(s) for s in segs)
+        probs = task.probabilities(head(ff.padded(segs, width))).numpy()
+        for s, curve in zip(segs, probs):
+            pieces[int(ff.seg_item[s])].append((int(ff.seg_start[s]), curve[:ff.n_frames(s)]))
+    head.train(was_training)
+    fps = float(task.frame_rate)
+    return [stitch_frames(pieces[i], ff.sample_rate, fps, int(round(ff.lengths[i] / ff.sample_rate * fps)))
+            .astype(np.float32) for i in range(len(ff.keys))]
 
 
 PROPORTIONS = frozenset({"accuracy", "acc1", "acc2"})
@@ -138,6 +183,8 @@ def constant_prediction(task: Task, probs: np.ndarray) -> bool:
     """True when every test item gets the same prediction: one class (genre, key), one BPM (to the
     nearest BPM), or for tagging the same score for every item on every tag (its ranking metrics
     then see nothing; identical thresholded tag sets alone are not flagged, mAP does not read them)."""
+    if is_frame_level(task):  # beat: no beat found in any test track
+        return len(probs) >= 2 and all(len(b) == 0 for b in task.decode(probs))
     probs = np.asarray(probs)
     if len(probs) < 2:
         return False
@@ -158,7 +205,7 @@ def score(task: Task, labels: list, probs: np.ndarray, n_boot: int = 1000, alpha
     "degenerate: ..."), `baseline_m` (the score of `baseline_prediction` for every item, when
     `train_labels` are given). Also `n` (test items), `constant_prediction`, and `baseline`.
     """
-    probs = np.asarray(probs)
+    probs = list(probs) if is_frame_level(task) else np.asarray(probs)
     labels = list(labels)
     n = len(labels)
     if n == 0:
@@ -182,17 +229,36 @@ def score(task: Task, labels: list, probs: np.ndarray, n_boot: int = 1000, alpha
     return result
 
 
-def save_predictions(path: Path, keys: list[str], labels: list, probs: np.ndarray, task: Task) -> None:
+def save_predictions(path: Path, keys: list[str], labels: list, probs, task: Task) -> None:
+    """data/predictions.npz: keys, labels (JSON), probs (items x outputs), task. A frame-level
+    task's per-track curves differ in length: `probs` holds them end to end, `probs_offsets` (N + 1)
+    where each starts, `frame_rate` their rate (analysis.compare.read_predictions splits them)."""
     from musicpetl.io import atomic_path
 
+    extra: dict = {}
+    if is_frame_level(task):
+        curves = [np.asarray(c, dtype=np.float32).reshape(-1) for c in probs]
+        extra = {"probs_offsets": np.cumsum([0, *map(len, curves)]).astype(np.int64),
+                 "frame_rate": np.float64(task.frame_rate)}
+        flat = np.concatenate(curves) if curves else np.zeros(0, np.float32)
+    else:
+        flat = np.asarray(probs).astype(np.float32)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, keys=np.asarray(keys), probs=probs.astype(np.float32),
-                                labels=np.asarray([json.dumps(lab) for lab in labels]), task=task.name)
+            np.savez_compressed(fh, keys=np.asarray(keys), probs=flat,
+                                labels=np.asarray([json.dumps(_jsonable(lab)) for lab in labels]), task=task.name,
+                                **extra)
+
+
+def _jsonable(label):
+    return label.tolist() if isinstance(label, np.ndarray) else label
 
 
 def readable(task: Task, label) -> str:
-    """A label or a decoded prediction as a person reads it: class name, tag names, BPM."""
+    """A label or a decoded prediction as a person reads it: class name, tag names, BPM, beat times
+    (seconds, ';'-separated)."""
+    if is_frame_level(task):
+        return ";".join(f"{float(t):.3f}" for t in np.asarray(label, dtype=float).reshape(-1))
     if isinstance(task, TaggingTask):
         idx = np.flatnonzero(label) if np.asarray(label).dtype == bool else np.asarray(label, dtype=int)
         return ";".join(task.classes[i] for i in idx)
@@ -202,18 +268,22 @@ def readable(task: Task, label) -> str:
 
 
 def prediction_rows(keys: list[str], labels: list, probs: np.ndarray, task: Task) -> tuple[list[str], list[list]]:
-    """(header, rows): key, label, predicted (class / BPM / tags), per-item scores, then one
-    probability column per class named `p_<class>`."""
-    probs = np.asarray(probs)
+    """(header, rows): key, label, predicted (class / BPM / tags / beat times), per-item scores, then
+    one probability column per class named `p_<class>` (none for a frame-level task: its per-frame
+    curves are in predictions.npz)."""
+    frame_level = is_frame_level(task)
+    probs = list(probs) if frame_level else np.asarray(probs)
     if not len(keys) == len(labels) == len(probs):
         raise InputError(f"{len(keys)} keys, {len(labels)} labels and {len(probs)} predictions differ in number")
     pred = task.decode(probs) if len(probs) else []
     per_item = (task.item_scores(labels, probs) if len(probs) else None) or {}
-    header = ["key", "label", "predicted", *per_item, *[f"p_{c}" for c in task.classes]]
+    classes = () if frame_level else task.classes
+    header = ["key", "label", "predicted", *per_item, *[f"p_{c}" for c in classes]]
     rows = []
     for i, key in enumerate(keys):
         rows.append([key, readable(task, labels[i]), readable(task, pred[i]),
-                     *[f"{per_item[m][i]:.6g}" for m in per_item], *[f"{v:.6g}" for v in probs[i]]])
+                     *[f"{per_item[m][i]:.6g}" for m in per_item], *([] if frame_level else
+                                                                    [f"{v:.6g}" for v in probs[i]])])
     return header, rows
 
 

@@ -9,6 +9,16 @@ BENCHMARKS.md); /<split>/item (S,) int index into /<split>/keys. Written increme
 of consecutive clips are batched together, and pooled rows go to disk one chunk at a time, so
 memory is bounded by one batch and one chunk row, not by the split.
 
+Frame-level tasks (beat; `frames=True`, which the cache_features stage sets from the prepared
+store's task) also keep every segment's frames: /<split>/frames (F, L, d), chunked and compressed as
+the pooled features, /<split>/frame_segment (F,) the segment each frame row belongs to (in order),
+/<split>/segment_start (S,) each segment's first sample in its clip and /<split>/length (N,) each
+clip's samples, so probing trains its frame head on cached frames and stitches per-segment curves
+into tracks as the audio path does (evaluate.predict_tracks). Why a cache and not the frozen
+backbone in the loop: the loop costs 52x (MERT-95M) to 88x (MusicFM) a head step
+(BENCHMARKS.md "Beat tracking: probing"); the price is disk, 0.41 GB per hour of audio per layer
+in float16 at MERT's 75 Hz (GTZAN: 3.5 GB a layer).
+
 Every cache carries a fingerprint (attribute `fingerprint`, JSON) of what made it: the backbone,
 a digest of its weights (front end and each layer: the checkpoint's identity, whatever file it
 came from), its options (MERT's input normalisation), the segmenting and the sample rate. Readers
@@ -124,30 +134,31 @@ def check_fingerprint(path: Path, attrs: dict, want: dict, what: str = "feature 
 # -- writing ------------------------------------------------------------------------------------
 
 def _segment_batches(store: AudioStore, rows: list[dict], seg_len: int, batch_size: int, bar):
-    """(item ids, (B, seg) waves) of consecutive segments, several clips per batch; a clip shorter
-    than a segment is one segment of its own length and goes alone."""
+    """(item ids, segment starts, (B, seg) waves) of consecutive segments, several clips per batch;
+    a clip shorter than a segment is one segment of its own length and goes alone."""
     from musicpetl.audio import segment_starts
 
-    items, waves = [], []
+    items, starts, waves = [], [], []
     for i, row in enumerate(rows):
         wave = torch.from_numpy(store.audio(row))
         seg = min(seg_len, wave.numel())
         if seg != seg_len:
             if items:
-                yield items, torch.stack(waves)
-                items, waves = [], []
-            yield [i] * len(segment_starts(wave.numel(), seg)), wave[:seg][None]
+                yield items, starts, torch.stack(waves)
+                items, starts, waves = [], [], []
+            yield [i], [0], wave[:seg][None]
             bar.update(1)
             continue
         for s in segment_starts(wave.numel(), seg):
             items.append(i)
+            starts.append(s)
             waves.append(wave[s:s + seg])
             if len(items) == batch_size:
-                yield items, torch.stack(waves)
-                items, waves = [], []
+                yield items, starts, torch.stack(waves)
+                items, starts, waves = [], [], []
         bar.update(1)
     if items:
-        yield items, torch.stack(waves)
+        yield items, starts, torch.stack(waves)
 
 
 class _ChunkWriter:
@@ -187,8 +198,10 @@ def _compression(name: str) -> dict:
 @torch.no_grad()
 def cache_features(store: AudioStore, backbone: Backbone, out_path: Path, num_layers: int,
                    segment_seconds: float, batch_size: int = 8, progress: bool = True, *,
-                   dtype: str = "float32", compression: str = "gzip", checkpoint: str = "") -> dict:
-    """Write the cache of the first `num_layers` layers of `backbone` for every split."""
+                   dtype: str = "float32", compression: str = "gzip", checkpoint: str = "",
+                   frames: bool = False) -> dict:
+    """Write the cache of the first `num_layers` layers of `backbone` for every split; `frames`:
+    every segment's frames too (frame-level tasks)."""
     backbone.eval()
     n = backbone.check_num_layers(num_layers)
     dev = next(backbone.parameters()).device
@@ -200,7 +213,8 @@ def cache_features(store: AudioStore, backbone: Backbone, out_path: Path, num_la
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs.update({"backbone": backbone.name, "num_layers": n, "hidden_size": d,
                          "segment_seconds": segment_seconds, "sample_rate": backbone.sample_rate,
-                         "dtype": dtype, "compression": compression, "fingerprint": json.dumps(fp, sort_keys=True)})
+                         "dtype": dtype, "compression": compression, "fingerprint": json.dumps(fp, sort_keys=True),
+                         "frames": bool(frames)})
         for split in SPLITS:
             rows = store.rows(split)
             g = h5.create_group(split)
@@ -209,16 +223,62 @@ def cache_features(store: AudioStore, backbone: Backbone, out_path: Path, num_la
             item = g.create_dataset("item", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1 << 14,))
             g.create_dataset("keys", data=np.asarray([r["key"] for r in rows], dtype=h5py.string_dtype()))
             writer = _ChunkWriter(feats, item, rows_per_chunk)
+            frame_writer, seg_starts = None, []
+            if frames:
+                g.create_dataset("length", data=np.asarray([r["length"] for r in rows], dtype=np.int64))
+                frame_writer = _ChunkWriter(
+                    g.create_dataset("frames", shape=(0, n, d), maxshape=(None, n, d), dtype=np_dtype,
+                                     chunks=(rows_per_chunk, 1, d), **_compression(compression)),
+                    g.create_dataset("frame_segment", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1 << 14,)),
+                    rows_per_chunk)
             with tqdm(total=len(rows), desc=f"features {split}", disable=not progress, unit="clip") as bar:
-                for ids, waves in _segment_batches(store, rows, seg_len, batch_size, bar):
+                for ids, starts, waves in _segment_batches(store, rows, seg_len, batch_size, bar):
                     hs = torch.stack(backbone(waves.to(dev), n), dim=1)  # (B, L, T, d), as Backbone.features
+                    if frame_writer is not None:
+                        first = len(seg_starts)
+                        for k, h in enumerate(hs.transpose(1, 2).float().cpu().numpy().astype(np_dtype, copy=False)):
+                            frame_writer.append(h, [first + k] * len(h))  # (T, L, d) of segment first + k
+                        seg_starts.extend(starts)
                     writer.append(hs.mean(dim=2).float().cpu().numpy().astype(np_dtype, copy=False), ids)
             writer.flush()
             counts[split] = {"items": len(rows), "segments": writer.n}
+            if frame_writer is not None:
+                frame_writer.flush()
+                g.create_dataset("segment_start", data=np.asarray(seg_starts, dtype=np.int64))
+                counts[split]["frames"] = frame_writer.n
     return counts
 
 
 # -- reading ------------------------------------------------------------------------------------
+
+class FrameFeatures:
+    """One split's cached frames (frame-level tasks): segment s's frames are rows
+    `offsets[s]:offsets[s + 1]` of `frames` ((F, d) of one layer or (F, L, d)), it belongs to item
+    `seg_item[s]` and starts at sample `seg_start[s]` of it; `lengths[i]`: item i's samples."""
+
+    def __init__(self, frames: np.ndarray, frame_segment: np.ndarray, seg_item: np.ndarray, seg_start: np.ndarray,
+                 lengths: np.ndarray, keys: list[str], sample_rate: int):
+        self.frames = torch.from_numpy(np.ascontiguousarray(frames))
+        self.offsets = np.concatenate([[0], np.cumsum(np.bincount(frame_segment, minlength=len(seg_item)))])
+        self.seg_item, self.seg_start, self.lengths = seg_item, seg_start, lengths
+        self.keys, self.sample_rate = keys, int(sample_rate)
+
+    def __len__(self) -> int:
+        return len(self.seg_item)
+
+    def n_frames(self, s: int) -> int:
+        return int(self.offsets[s + 1] - self.offsets[s])
+
+    def padded(self, segments, n_frames: int) -> torch.Tensor:
+        """float32 frames of `segments`, zero-padded (or cut) to `n_frames`, as the frame head reads
+        them: (B, n_frames, d) of one layer, (B, L, n_frames, d) of several."""
+        segments = [int(s) for s in segments]
+        out = torch.zeros((len(segments), n_frames, *self.frames.shape[1:]), dtype=torch.float32)
+        for k, s in enumerate(segments):
+            f = self.frames[self.offsets[s]:self.offsets[s + 1]][:n_frames]
+            out[k, :len(f)] = f.float()
+        return out if out.dim() == 3 else out.transpose(1, 2)
+
 
 class FeatureCache:
     """Read side of the cache: one split's (segments, layers, d) features and their item ids.
@@ -262,6 +322,32 @@ class FeatureCache:
         key = (split, layer, layers)
         if key not in self._memo:
             self._memo[key] = self._read(split, layer, layers)
+        return self._memo[key]
+
+    def frames(self, split: str, layer: int | None = None, layers: int | None = None) -> FrameFeatures:
+        """A split's per-frame features (the cache of a frame-level task): `layer` (1-based) one
+        layer, `layers` the first N, neither every stored layer. InputError for a cache without them."""
+        key = ("frames", split, layer, layers)
+        if key not in self._memo:
+            if not self.attrs.get("frames", False):
+                raise InputError(f"{self.path} holds time-pooled features only, this run needs per-frame ones (a "
+                                 f"frame-level task): rerun the cache_features stage on the prepared store (dvc repro)")
+            _, seg_item, keys = self.split(split, layer=1)
+            with self._open() as h5:
+                g = h5[split]
+                try:
+                    ds = g["frames"]
+                    frames = ds[:, layer - 1] if layer else ds[:, :layers] if layers else ds[:]
+                    frame_segment, seg_start, lengths = g["frame_segment"][:], g["segment_start"][:], g["length"][:]
+                except (KeyError, OSError) as err:
+                    raise InputError(f"{self.path}: {split}'s frames cannot be read ({err}); rerun cache_features") \
+                        from None
+            if (len(seg_start) != len(seg_item) or len(lengths) != len(keys) or len(frame_segment) != len(frames)
+                    or np.any(np.diff(frame_segment) < 0)
+                    or (len(frame_segment) and (frame_segment.min() < 0 or frame_segment.max() >= len(seg_item)))):
+                raise InputError(f"{self.path}: {split}'s frames do not match its segments; rerun cache_features")
+            self._memo[key] = FrameFeatures(frames, frame_segment, seg_item, seg_start, lengths, keys,
+                                            int(self.attrs["sample_rate"]))
         return self._memo[key]
 
     def _read(self, split: str, layer: int | None, layers: int | None):

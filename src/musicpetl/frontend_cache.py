@@ -151,6 +151,7 @@ class FrontendCache:
             with h5py.File(self.path, "r") as h5:
                 self.attrs = dict(h5.attrs)
                 self.first, self.count = h5["item_first"][:], h5["item_count"][:]
+                self.window_start = h5["window_start"][:]
                 self.keys = [k.decode() if isinstance(k, bytes) else k for k in h5["keys"][:]]
                 self.shape = h5["frames"].shape
         except (OSError, KeyError) as err:
@@ -174,13 +175,15 @@ class FrontendCache:
 
 
 class FrameDataset(Dataset):
-    """One cached window per (item, r): window first[i] + r mod count[i]; frames as float32."""
+    """One cached window per (item, r): window first[i] + r mod count[i]; frames as float32.
+    `targets(i, start)`: the target of item i's window starting at sample `start`
+    (data.loaders.CropTargets, the audio path's targets for the same crop)."""
 
-    def __init__(self, cache: FrontendCache, targets: list[np.ndarray]):
+    def __init__(self, cache: FrontendCache, targets):
         self.cache, self.targets = cache, targets
 
     def __len__(self) -> int:
-        return len(self.targets)
+        return len(self.cache.first)
 
     def window(self, i: int, r: int) -> int:
         return int(self.cache.first[i] + int(r) % int(self.cache.count[i]))
@@ -188,7 +191,7 @@ class FrameDataset(Dataset):
     def __getitem__(self, key):
         i, r = key
         x = torch.from_numpy(np.asarray(self.cache.frames(self.window(i, r)), dtype=np.float32))
-        return x, torch.from_numpy(self.targets[i])
+        return x, torch.from_numpy(self.targets(i, int(self.cache.window_start[self.window(i, r)])))
 
     def batch(self, idx: torch.Tensor, r: torch.Tensor):
         pairs = [self[(i, j)] for i, j in zip(idx.tolist(), r.tolist())]

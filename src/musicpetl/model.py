@@ -59,20 +59,34 @@ class Head(nn.Module):
 
 
 class PetlModel(nn.Module):
-    """Predicts from the time-mean of the used layers, mixed as `layer_input` says (default: the last)."""
+    """Predicts from the time-mean of the used layers, mixed as `layer_input` says (default: the last).
+
+    `frame_level` (beat tracking): no time-mean; the head (frame_head.FrameHead) predicts every
+    frame of the used layers' hidden states, (B, T) logits for one output per frame."""
 
     def __init__(self, backbone: Backbone, n_out: int, num_layers: int, method: str = "finetune",
-                 head_dropout: float = 0.5, layer_input: str = "last"):
+                 head_dropout: float = 0.5, layer_input: str = "last", frame_level: bool = False):
         super().__init__()
         self.backbone, self.num_layers, self.method = backbone, num_layers, method
-        self.head = Head(backbone.hidden_size, n_out, head_dropout, layer_input, num_layers)
+        self.frame_level = bool(frame_level)
+        if self.frame_level:
+            from musicpetl.frame_head import FrameHead  # frame_head builds on Head (this module)
+
+            self.head = FrameHead(backbone.hidden_size, n_out, head_dropout, layer_input, num_layers)
+        else:
+            self.head = Head(backbone.hidden_size, n_out, head_dropout, layer_input, num_layers)
 
     @property
     def layer_input(self) -> str:
         return self.head.layer_input
 
     def pool(self, hidden: list[torch.Tensor]) -> torch.Tensor:
-        """Time-mean of the used layers' hidden states: (B, d) of the last, or (B, L, d) of all."""
+        """Time-mean of the used layers' hidden states: (B, d) of the last, or (B, L, d) of all.
+        Frame-level: no pooling, (B, T, d) of the last or (B, L, T, d) of all."""
+        if self.frame_level:
+            from musicpetl.frame_head import stack_layers
+
+            return stack_layers(hidden, self.head.layer_input)
         if self.head.layer_input == "last":
             return hidden[-1].mean(dim=1)
         return torch.stack([h.mean(dim=1) for h in hidden], dim=1)

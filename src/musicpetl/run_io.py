@@ -27,6 +27,8 @@ def trained_state(model: PetlModel, method: str) -> dict[str, torch.Tensor]:
     all go through here."""
     from musicpetl.petl import get_method
 
+    if not get_method(method).trains:  # `none`: an off-the-shelf estimator; the file records it, no tensors
+        return {}
     state = model.state_dict()
     if get_method(method).stores_full_backbone:
         keep = set(state)
@@ -52,7 +54,7 @@ def save_run(path: Path, model: PetlModel, method: str, method_cfg: dict, backbo
 _SCHEMA = {"format": (str, True), "backbone": (str, True), "num_layers": (int, True), "method": (str, True),
            "method_cfg": (dict, True), "n_outputs": (int, True), "task": (str, False), "classes": (list, False),
            "seed": (int, False), "checkpoint": (str, False), "backbone_options": (dict, False),
-           "normalize_input": (bool, False), "layer_input": (str, False)}
+           "normalize_input": (bool, False), "layer_input": (str, False), "frame_level": (bool, False)}
 
 
 def read_config(path: Path) -> dict:
@@ -120,7 +122,7 @@ def load_run(path: Path, device: str | torch.device = "cpu") -> PetlModel:
         torch.manual_seed(seed)
         apply_method(backbone, cfg["method"], cfg["method_cfg"])
         model = PetlModel(backbone, cfg["n_outputs"], cfg["num_layers"], method=cfg["method"],
-                          layer_input=cfg.get("layer_input", "last"))
+                          layer_input=cfg.get("layer_input", "last"), frame_level=cfg.get("frame_level", False))
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:

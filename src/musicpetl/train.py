@@ -27,7 +27,8 @@ from tqdm import tqdm
 from musicpetl.backbones import backbone_options, load_from_params
 from musicpetl.checkpointing import Checkpointer, MetricLog, rng_state, set_rng_state, store_fingerprint
 from musicpetl.config import Params
-from musicpetl.data.loaders import BatchStream, CropDataset, FeatureDataset, StepBatches, micro_slices, mix_seed
+from musicpetl.data.loaders import (BatchStream, CropDataset, CropTargets, FeatureDataset, SegmentFramesDataset,
+                                    StepBatches, micro_slices, mix_seed)
 from musicpetl.data.store import AudioStore
 from musicpetl.distributed import DistContext
 from musicpetl.errors import InputError
@@ -36,6 +37,7 @@ from musicpetl.features import FeatureCache, feature_fingerprint
 from musicpetl.model import PetlModel, set_activation_checkpointing
 from musicpetl.petl import apply_method, get_method
 from musicpetl.run_io import save_run, trained_state
+from musicpetl.tasks import is_frame_level
 from musicpetl.tasks.base import Task
 
 FLUSH_EVERY = 500  # steps between metric resolutions when no validation or checkpoint comes sooner
@@ -51,7 +53,7 @@ def build_model(p: Params, task: Task) -> PetlModel:
     with torch.random.fork_rng():
         torch.manual_seed(p.seed + 1)
         return PetlModel(backbone, task.n_outputs, b.num_layers, method=p.petl.method,
-                         layer_input=p.train.layer_input)
+                         layer_input=p.train.layer_input, frame_level=is_frame_level(task))
 
 
 def cosine_lr(step: int, max_steps: int, lr: float, min_lr: float) -> float:
@@ -83,22 +85,33 @@ def _probing_data(p: Params, task: Task, store: AudioStore, cache: FeatureCache,
                   segment_seconds: float):
     n = p.backbone.num_layers
     cache.check(feature_fingerprint(model.backbone, n, segment_seconds, p.backbone.checkpoint))
-    if p.train.layer_input == "last":
-        feats, item, keys = cache.split("train", n)
-    else:
-        feats, item, keys = cache.split("train", layers=n)
     rows = store.rows("train")
+    last = p.train.layer_input == "last"
+    if is_frame_level(task):  # whole cached segments' frames, targets at each segment's start
+        frames = cache.frames("train", n) if last else cache.frames("train", layers=n)
+        keys = frames.keys
+        n_frames = model.backbone.n_frames(model.backbone.segment_length(segment_seconds))
+        data = SegmentFramesDataset(frames, CropTargets(task, rows, model.backbone.sample_rate, n_frames), n_frames)
+    else:
+        feats, item, keys = cache.split("train", n) if last else cache.split("train", layers=n)
+        data = FeatureDataset(feats, item, [task.encode(r["label"]) for r in rows])
     if keys != [r["key"] for r in rows]:
         raise InputError(f"{cache.path}: its training items are not the prepared store's; rerun cache_features")
-    return FeatureDataset(feats, item, [task.encode(r["label"]) for r in rows])
+    return data
 
 
-def _shard_validate(model, store, task, segment_seconds, batch_size, dist: DistContext) -> np.ndarray:
-    """Validation over the audio path, items split over the ranks, gathered in order."""
+def _shard_validate(model, store, task, segment_seconds, batch_size, dist: DistContext):
+    """Validation over the audio path, items split over the ranks, gathered in order: (N, n_out),
+    or for a frame-level task a list of N per-track curves."""
     rows = store.rows("valid")
     mine = rows[dist.rank::dist.world]
     probs = predict_tracks(model, store, "valid", task, segment_seconds, batch_size, progress=False, rows=mine)
     parts = dist.gather(probs)
+    if is_frame_level(task):
+        out = [None] * len(rows)
+        for r, part in enumerate(parts):
+            out[r::dist.world] = list(part)
+        return out
     out = np.zeros((len(rows), task.n_outputs), np.float32)
     for r, part in enumerate(parts):
         out[r::dist.world] = part
@@ -122,14 +135,17 @@ def train(p: Params, task: Task, store: AudioStore, cache: FeatureCache | None, 
     torch.manual_seed(p.seed)
     np.random.seed(p.seed)
     method = get_method(p.petl.method)
+    on_cache = method.uses_feature_cache
     model = build_model(p, task).to(device)
-    if t.activation_checkpointing and not method.uses_feature_cache:
+    if not method.trains:  # `none`: an off-the-shelf estimator, recorded and scored, nothing trained
+        return _record_untrained(p, task, store, model, out_path, live, dist, t0)
+    if t.activation_checkpointing and not on_cache:
         set_activation_checkpointing(model)
     segment_seconds = p.backbone.segment_seconds or model.backbone.default_segment_seconds
     valid_labels = [r["label"] for r in store.rows("valid")]
 
     # -- what a step trains on --------------------------------------------------------------
-    if method.uses_feature_cache:
+    if on_cache:
         if cache is None:
             raise InputError("probing trains on the feature cache: pass the cache_features output")
         data = _probing_data(p, task, store, cache, model, segment_seconds)
@@ -145,10 +161,11 @@ def train(p: Params, task: Task, store: AudioStore, cache: FeatureCache | None, 
                                        crop_len, hop_len, t.frontend_dtype, store_fingerprint(store),
                                        batch_size=p.eval.batch_size, progress=progress and dist.is_main,
                                        is_main=dist.is_main, barrier=dist.barrier)
-        data = frontend_cache.FrameDataset(fcache, [task.encode(r["label"]) for r in store.rows("train")])
+        data = frontend_cache.FrameDataset(fcache, CropTargets(task, store.rows("train"), sr, _frames(model, crop_len)))
         module = _Embedded(model)
     else:
-        data = CropDataset(store, "train", task, int(t.crop_seconds * model.backbone.sample_rate))
+        crop_len = int(t.crop_seconds * model.backbone.sample_rate)
+        data = CropDataset(store, "train", task, crop_len, _frames(model, crop_len))
         module = model
     if len(data) == 0:
         raise InputError("the training split is empty: check the split stage's counts")
@@ -169,7 +186,7 @@ def train(p: Params, task: Task, store: AudioStore, cache: FeatureCache | None, 
     amp = t.precision == "bf16"
 
     def validate():
-        if method.uses_feature_cache:
+        if on_cache:
             probs = predict_tracks_from_cache(model.head, cache, "valid", p.backbone.num_layers, task)
         else:
             probs = _shard_validate(model, store, task, segment_seconds, p.eval.batch_size, dist)
@@ -288,6 +305,8 @@ def train(p: Params, task: Task, store: AudioStore, cache: FeatureCache | None, 
                      "backbone_options": backbone_options(p.backbone.name, p.backbone)}
         if t.layer_input != "last":
             task_info["layer_input"] = t.layer_input
+        if model.frame_level:
+            task_info["frame_level"] = True
         save_run(out_path, model, p.petl.method, p.method_options(), p.backbone.name, p.backbone.num_layers,
                  task_info=task_info)
     dist.barrier()
@@ -298,6 +317,30 @@ def train(p: Params, task: Task, store: AudioStore, cache: FeatureCache | None, 
     if t.patience:
         summary["stopped_early"] = bool(stopped)
     return summary
+
+
+def _record_untrained(p: Params, task: Task, store: AudioStore, model: PetlModel, out_path: Path, live,
+                      dist: DistContext, t0: float) -> dict:
+    """Method `none` (README "Baselines"): the run file records the estimator and its task (no
+    tensors); its validation score is the run's `best_valid` (dvclive's one point, at step 0)."""
+    score = float("nan")
+    if dist.is_main:
+        if store.rows("valid"):
+            probs = predict_tracks(model, store, "valid", task, model.backbone.default_segment_seconds, progress=False)
+            score = float(task.metrics([r["label"] for r in store.rows("valid")], probs)[task.primary_metric])
+        metrics = MetricLog(live)
+        metrics.log(0, f"valid/{task.primary_metric}", score)
+        metrics.flush()
+        save_run(out_path, model, p.petl.method, p.method_options(), p.backbone.name, p.backbone.num_layers,
+                 task_info={"task": task.name, "classes": list(task.classes), "seed": p.seed})
+    dist.barrier()
+    return {"best_valid": score, "best_step": 0, "steps": 0, "trainable_backbone_params": 0,
+            "seconds": round(time.time() - t0, 1), "resumed_from_step": 0}
+
+
+def _frames(model: PetlModel, crop_len: int) -> int | None:
+    """Frames the backbone gives for a crop (frame-level targets); None for track-level tasks."""
+    return model.backbone.n_frames(crop_len) if model.frame_level else None
 
 
 def _seed_dropout(seed: int, device: torch.device) -> None:

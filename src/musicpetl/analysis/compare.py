@@ -24,8 +24,9 @@ class Predictions:
     name: str
     keys: list[str]
     labels: list
-    probs: np.ndarray
+    probs: np.ndarray  # (items, outputs); a frame-level task: an object array of per-track curves
     task: str
+    frame_rate: float = 0.0  # frame-level tasks: the curves' frames per second
 
 
 def read_predictions(source: str, repo: str = ".", name: str | None = None) -> Predictions:
@@ -60,7 +61,10 @@ def _parse_predictions(raw: bytes, label: str, source: str) -> Predictions:
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:  # not an .npz, truncated, pickled objects
         raise InputError(f"{source}: not a readable predictions .npz ({err})") from None
     probs = fields["probs"]
-    if not np.issubdtype(probs.dtype, np.number) or probs.ndim != 2:
+    frame_rate = 0.0
+    if "probs_offsets" in data:  # a frame-level task: per-track curves end to end (evaluate.save_predictions)
+        probs, frame_rate = _curves(data, probs, source)
+    elif not np.issubdtype(probs.dtype, np.number) or probs.ndim != 2:
         raise InputError(f"{source}: probs must be a 2-d numeric array (items x outputs), got {probs.dtype} {probs.shape}")
     if fields["keys"].ndim != 1 or fields["labels"].ndim != 1 or fields["task"].ndim != 0:
         raise InputError(f"{source}: keys and labels must be 1-d arrays and task a single string")
@@ -72,7 +76,24 @@ def _parse_predictions(raw: bytes, label: str, source: str) -> Predictions:
     if not len(keys) == len(labels) == len(probs):
         raise InputError(f"{source}: {len(keys)} keys, {len(labels)} labels and {len(probs)} rows of probs; "
                          f"one of each per test item")
-    return Predictions(label, keys, labels, np.asarray(probs), str(fields["task"]))
+    return Predictions(label, keys, labels, np.asarray(probs), str(fields["task"]), frame_rate)
+
+
+def _curves(data, flat: np.ndarray, source: str) -> tuple[np.ndarray, float]:
+    """(object array of per-track curves, frame rate) of a frame-level predictions file."""
+    off = data["probs_offsets"]
+    rate = float(data["frame_rate"]) if "frame_rate" in data else 0.0
+    if (not np.issubdtype(flat.dtype, np.number) or flat.ndim != 1 or off.ndim != 1 or not len(off)
+            or not np.issubdtype(off.dtype, np.integer) or off[0] != 0 or off[-1] != len(flat)
+            or np.any(np.diff(off) < 0)):
+        raise InputError(f"{source}: frame-level probs must be 1-d curves end to end with offsets 0 .. {len(flat)} "
+                         f"(got probs {flat.dtype} {flat.shape}, offsets {off.dtype} {off.shape})")
+    if not rate > 0:
+        raise InputError(f"{source}: a frame-level predictions file needs its frame_rate (> 0), got {rate}")
+    curves = np.empty(len(off) - 1, dtype=object)
+    for i in range(len(curves)):
+        curves[i] = flat[off[i]:off[i + 1]]
+    return curves, rate
 
 
 def align(runs: list[Predictions]) -> list[Predictions]:
@@ -94,7 +115,7 @@ def align(runs: list[Predictions]) -> list[Predictions]:
     for r in runs:
         idx = sorted(range(len(r.keys)), key=r.keys.__getitem__)
         out.append(Predictions(r.name, [r.keys[i] for i in idx], [r.labels[i] for i in idx],
-                               np.asarray(r.probs)[idx], r.task))
+                               np.asarray(r.probs)[idx], r.task, r.frame_rate))
     ref = out[0]
     for r in out[1:]:
         if r.task != ref.task:
@@ -121,7 +142,9 @@ def compare(runs: list[Predictions], classes: list[str] | None = None, baselines
     from musicpetl.tasks import make_task
 
     runs = align(runs)
-    task = make_task(runs[0].task, classes or [str(i) for i in range(runs[0].probs.shape[1])])
+    first = runs[0]
+    task = make_task(first.task, classes or ([str(i) for i in range(first.probs.shape[1])] if first.probs.ndim == 2
+                                             else None), frame_rate=first.frame_rate)
     metric = task.item_metric()
     labels = runs[0].labels
     name = task.primary_metric

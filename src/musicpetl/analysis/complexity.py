@@ -15,7 +15,7 @@ import copy
 
 from torch import nn
 
-from musicpetl.backbones import build_backbone
+from musicpetl.backbones import build_backbone, check_backbone_name
 from musicpetl.backbones.base import Backbone
 from musicpetl.petl import METHODS, apply_method
 from musicpetl.errors import InputError
@@ -75,7 +75,8 @@ def param_table(backbone_name: str, num_layers: int | None = 6, options_by_metho
     options_by_method = dict(options_by_method or {})
     if methods is None:
         wanted = set(options_by_method) | set(paper_options(backbone_name))
-        methods = [m for m in METHODS if m in wanted]
+        kind = check_backbone_name(backbone_name).kind  # only the methods that apply to it (`none`: estimators)
+        methods = [m for m in METHODS if m in wanted and kind in METHODS[m].kinds]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise InputError(f"unknown petl method(s) {unknown}; valid: {', '.join(METHODS)}")

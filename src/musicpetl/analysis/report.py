@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from musicpetl.analysis.experiments import Experiment, collect, load_predictions
-from musicpetl.analysis.table import Cell, Column, Row, Table, build_table
+from musicpetl.analysis.table import BASELINE_GROUP, Cell, Column, Row, Table, build_table
 from musicpetl.errors import InputError
 
 MARK = "†"
@@ -87,7 +87,21 @@ def caption(t: Table) -> str:
             f"α = {t.alpha:g}; {_too_few()}. {MISSING}: no result (the reason is listed below the table); "
             f"a missing cell is never a zero. Trainable params: backbone parameters that train "
             f"(metrics/train.json; the head is not counted, as in the paper's Table 3). Stored run: size of "
-            f"models/run.safetensors (DVC out); a range where the row's runs differ (e.g. head sizes).")
+            f"models/run.safetensors (DVC out); a range where the row's runs differ (e.g. head sizes)."
+            + _baselines_note(t))
+
+
+def _group(row: Row) -> str:
+    """The table's first column: the backbone, or the Baselines group for a baseline's row."""
+    return BASELINE_GROUP if row.baseline else row.backbone
+
+
+def _baselines_note(t: Table) -> str:
+    if not any(r.baseline for r in t.rows):
+        return ""
+    return (f" {BASELINE_GROUP}: systems without a foundation model, on the same test items: networks trained "
+            f"from scratch (scratch) and off-the-shelf estimators evaluated as they come (no training); shown "
+            f"with their intervals, left out of the bold and of the {MARK} tests.")
 
 
 def _cell_text(report: Report, row: Row, col: Column, markdown: bool) -> str:
@@ -120,7 +134,7 @@ def markdown_table(report: Report) -> str:
     t = report.table
     rows = []
     for r in t.rows:
-        rows.append([r.backbone] + ([r.setting_label] if _has_setting(t) else []) + [r.system]
+        rows.append([_group(r)] + ([r.setting_label] if _has_setting(t) else []) + [r.label]
                     + [_cell_text(report, r, c, True) for c in t.columns]
                     + [_span(t.trainable.get(r, []), _count), _span(t.run_size.get(r, []), _bytes)])
     return tabulate(rows, headers=header(t), tablefmt="pipe", disable_numparse=True)
@@ -131,7 +145,7 @@ def _number_missing(report: Report) -> None:
         for col in report.table.columns:
             c = report.table.cell(r, col)
             if c is not None and c.value is None:
-                report.notes.append(f"{r.backbone} {r.system}{' [' + r.setting_label + ']' if r.setting else ''}, "
+                report.notes.append(f"{_group(r)} {r.label}{' [' + r.setting_label + ']' if r.setting else ''}, "
                                     f"{col.label} — {c.experiment.label}: {c.missing}")
                 report.note_of[(r, col)] = len(report.notes)
 
@@ -257,10 +271,10 @@ def render_html(report: Report) -> str:
     for r in t.rows:
         cls = ' class="block"' if last_block is not None and r.block != last_block else ""
         last_block = r.block
-        tds = [f'<td class="name">{_e(r.backbone)}</td>']
+        tds = [f'<td class="name">{_e(_group(r))}</td>']
         if _has_setting(t):
             tds.append(f'<td class="name">{_e(r.setting_label)}</td>')
-        tds.append(f'<td class="name">{_e(r.system)}</td>')
+        tds.append(f'<td class="name">{_e(r.label)}</td>')
         tds += [_html_cell(report, r, c) for c in t.columns]
         tds += [f"<td>{_e(_span(t.trainable.get(r, []), _count))}</td>",
                 f"<td>{_e(_span(t.run_size.get(r, []), _bytes))}</td>"]
@@ -415,7 +429,8 @@ def report_json(report: Report) -> dict:
     t = report.table
     cells = []
     for (r, col), c in sorted(t.cells.items(), key=lambda kv: (t.rows.index(kv[0][0]), t.columns.index(kv[0][1]))):
-        cells.append({"backbone": r.backbone, "setting": dict(r.setting), "system": r.system, "method": r.method,
+        cells.append({"backbone": r.backbone, "baseline": r.baseline, "label": r.label,
+                      "setting": dict(r.setting), "system": r.system, "method": r.method,
                       "column": col.id, "metric": col.metric, "experiment": c.experiment.name,
                       "rev": c.experiment.rev, "value": c.value, "low": c.low, "high": c.high, "missing": c.missing,
                       "tests": c.tests, "p_cell": c.p_cell, "p_holm": c.p_holm, "best": c.best, "better": c.better,

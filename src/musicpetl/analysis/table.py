@@ -7,6 +7,11 @@ and probing of the same backbone and setting, decided by paired bootstrap tests 
 items: a cell's p-value is the larger of its two tests' (an intersection-union test, both deltas
 positive), and those p-values are Holm-corrected over all cells tested.
 
+Baselines (README "Baselines": a network trained from scratch, an off-the-shelf estimator; the
+spec's `kind` says which) are rows of their own group, after every foundation model's, labelled
+by the spec ("Short-chunk CNN (scratch)", "madmom (no training)"): their cells show the value and
+its interval, and take no part in the bold (best PETL system per backbone) or the mark.
+
 Rows: experiments are grouped by `backbone.name`, `petl.method` and every param that varies
 within some column (e.g. `backbone.num_layers` in a layer ablation, `petl.lora.rank` between LoRA
 runs); params that do not change what is measured (paths, devices, batch size of inference,
@@ -73,6 +78,21 @@ class Row:
     def setting_label(self) -> str:
         return ", ".join(f"{_short(k)}={v}" for k, v in self.setting)
 
+    @property
+    def baseline(self) -> str | None:
+        """The baseline kind ("scratch", "estimator") of the row's backbone, None for a foundation model."""
+        return baseline_kind(self.backbone)
+
+    @property
+    def label(self) -> str:
+        """What the table's system column shows: the method, or a baseline's name and kind."""
+        if self.baseline is None:
+            return self.system
+        from musicpetl.backbones import BACKBONES
+
+        extra = f", {self.system}" if self.variant else ""
+        return f"{BACKBONES[self.backbone].label or self.backbone} ({BASELINE_KINDS[self.baseline]}{extra})"
+
 
 @dataclass
 class Cell:
@@ -106,6 +126,19 @@ class Table:
 
     def cell(self, row: Row, column: Column) -> Cell | None:
         return self.cells.get((row, column))
+
+
+BASELINE_GROUP = "Baselines"
+BASELINE_KINDS = {"scratch": "scratch", "estimator": "no training"}
+
+
+def baseline_kind(backbone: str) -> str | None:
+    """The spec's kind of a baseline backbone; None for a foundation model (or a name this version
+    does not know: an old run's backbone is shown as a backbone of its own)."""
+    from musicpetl.backbones import BACKBONES
+
+    spec = BACKBONES.get(backbone)
+    return spec.kind if spec is not None and spec.baseline else None
 
 
 def _short(key: str) -> str:
@@ -164,7 +197,7 @@ def _row_sort(row: Row):
     from musicpetl.petl import METHODS
 
     methods = tuple(METHODS)
-    return (_order(row.backbone, BACKBONE_ORDER), [(k, _num(v)) for k, v in row.setting],
+    return (row.baseline is not None, _order(row.baseline, tuple(BASELINE_KINDS)), _order(row.backbone, BACKBONE_ORDER), [(k, _num(v)) for k, v in row.setting],
             _order(row.method, methods), [(k, _num(v)) for k, v in row.variant])
 
 
@@ -245,7 +278,8 @@ def build_table(exps: list[Experiment], predictions: dict[str, tuple[Any, str | 
             # compare() finds the baselines by the name before "@"
             runs = [replace(predictions[c.experiment.rev][0], name=f"{c.row.system}@{c.experiment.name}")
                     for c in block]
-            result = {r["run"]: r for r in compare(runs, baselines=BASELINES, n_boot=n_boot, alpha=alpha, seed=seed)}
+            refs = () if block[0].row.baseline else BASELINES  # a baseline is compared with nothing
+            result = {r["run"]: r for r in compare(runs, baselines=refs, n_boot=n_boot, alpha=alpha, seed=seed)}
             for c, run in zip(block, runs):
                 res = result[run.name]
                 c.n = len(run.keys)
@@ -256,7 +290,7 @@ def build_table(exps: list[Experiment], predictions: dict[str, tuple[Any, str | 
                 # a test with no p-value (too few items for stats' bootstrap) is no test
                 c.tests = {b: {"delta": _finite(res[f"delta_vs_{b}"]), "p_value": _finite(res[f"p_vs_{b}"])}
                            for b in BASELINES if f"delta_vs_{b}" in res}
-            scored = [c for c in block if c.value is not None]
+            scored = [c for c in block if c.value is not None and not c.row.baseline]  # bold among PETL systems
             best = max((c.value for c in scored), default=None)
             for c in scored:
                 c.best = c.value >= best - 1e-12

@@ -10,6 +10,12 @@ options) or the built model's PETL surface (base.py).
 Adding a backbone: an architecture module (or configs of an existing one), a mapping module for
 its official files (`<family>_ckpt.py`: a `KeyMap` and a format object), a spec here, and an
 oracle test (README "Adding a backbone").
+
+Baselines are registered here too, told apart by the spec's `kind` (README "Baselines"):
+"scratch" (a task-specific CNN trained from scratch with `petl.method: finetune`: shortchunk.py,
+dirfilter.py) and "estimator" (an off-the-shelf estimator evaluated with `petl.method: none`:
+estimators.py). Neither has the PETL layer surface; `tasks` says what each can do and `label` how
+the report names it.
 """
 from __future__ import annotations
 
@@ -23,12 +29,15 @@ from musicpetl.errors import InputError
 
 from .base import Backbone
 from .checkpoints import CheckpointFormat
+from .dirfilter import DirectionalCNN
+from .estimators import MadmomEstimator
 from .mert import MERT_330M_TINY, MERT_TINY, MERT_V1_330M, MERT_V1_95M, Mert
 from .mert_ckpt import MERT_V1_330M_FILES, MERT_V1_95M_FILES
 from .musicfm import MUSICFM_MSD, MUSICFM_TINY, MusicFM
 from .musicfm_ckpt import MUSICFM_MSD_FILES
 from .muq import MUQ_LARGE, MUQ_TINY, MuQ
 from .muq_ckpt import MUQ_LARGE_MSD_ITER_FILES
+from .shortchunk import CHUNK_SAMPLES, ShortChunkCNN
 
 MERT_FRONT_END = ("7 strided 1-D convs on the (normalised) waveform, feature projection and convolutional "
                   "positional embedding")
@@ -49,6 +58,14 @@ class BackboneSpec:
     default_segment_seconds: float = 5.0  # whole-track inference segment (its pre-training crop)
     frontend: str = ""  # what its frozen front end is (Backbone.frontend_modules)
     checkpoint: CheckpointFormat | None = None  # official file layout and where to get it (pretrained only)
+    kind: str = "foundation"  # foundation (PETL surface) | scratch (baseline trained from scratch) | estimator
+    tasks: tuple[str, ...] = ()  # the tasks it can do; empty: every task
+    label: str = ""  # how the report's Baselines group names it (baselines only)
+
+    @property
+    def baseline(self) -> bool:
+        """A reference system (scratch or estimator), not a foundation model: no PETL surface."""
+        return self.kind != "foundation"
 
     def option_values(self, backbone_params) -> dict:
         """The backbone params this architecture takes, as build() keyword arguments."""
@@ -90,6 +107,29 @@ BACKBONES: dict[str, BackboneSpec] = {
     "musicfm-tiny": _mel("musicfm-tiny", MusicFM, MUSICFM_TINY, False,
                          "MusicFM architecture at toy size (6 x 64), random init", 30.0),
     "muq-tiny": _mel("muq-tiny", MuQ, MUQ_TINY, False, "MuQ architecture at toy size (6 x 64), random init", 30.0),
+    # baselines (README "Baselines"): one hidden state of the whole network (depth 1); frame_rate: its states per second
+    "shortchunk-cnn": BackboneSpec(
+        ShortChunkCNN, False, "short-chunk CNN of Won et al. (SMC 2020), trained from scratch", 24000, 1,
+        hidden_size=512, frame_rate=16000 / CHUNK_SAMPLES, default_segment_seconds=CHUNK_SAMPLES / 16000,
+        frontend="16 kHz log-mel (n_fft 512, hop 256, 128 bands), no parameters", kind="scratch",
+        tasks=("tagging", "genre"), label="Short-chunk CNN"),
+    "dirfilter-key": BackboneSpec(
+        lambda **kw: DirectionalCNN("key", **kw), False,
+        "directional-filter CNN for key of Schreiber & Mueller (SMC 2019), trained from scratch", 24000, 1,
+        hidden_size=128, frame_rate=22050 / 4096 / 32, default_segment_seconds=60 * 4096 / 22050,
+        frontend="22.05 kHz constant-Q magnitudes (hop 4096, 168 bins from E1, 24 per octave), standardised",
+        kind="scratch", tasks=("key",), label="Directional CNN"),
+    "dirfilter-tempo": BackboneSpec(
+        lambda **kw: DirectionalCNN("tempo", **kw), False,
+        "directional-filter CNN for tempo of Schreiber & Mueller (SMC 2019), trained from scratch", 24000, 1,
+        hidden_size=128, frame_rate=11025 / 512 / 64, default_segment_seconds=256 * 512 / 11025,
+        frontend="11.025 kHz mel magnitudes (1024 / 512, 40 bands, 20-5000 Hz), standardised", kind="scratch",
+        tasks=("tempo",), label="Directional CNN"),
+    "madmom": BackboneSpec(
+        MadmomEstimator, False, "madmom's pre-trained key CNN and beat RNN (+ tempo histogram), no training",
+        24000, 1, hidden_size=1, frame_rate=100.0, default_segment_seconds=30.0,
+        frontend="madmom's own (whole tracks resampled to 44.1 kHz)", kind="estimator",
+        tasks=("key", "tempo", "beat"), label="madmom"),
 }
 
 

@@ -8,7 +8,8 @@ gradient-accumulation micro-batches take fixed slices (`micro_slices`) of the sa
 
 Sources turn (item, r) pairs into tensors: `CropDataset` (random crops from the audio store),
 `FeatureDataset` (cached features, probing: whole batches by indexing one in-memory tensor, no
-per-item Python), and the front-end cache's `FrameDataset` (musicpetl.frontend_cache).
+per-item Python), `SegmentFramesDataset` (cached per-frame features, probing a frame-level task),
+and the front-end cache's `FrameDataset` (musicpetl.frontend_cache).
 """
 from __future__ import annotations
 
@@ -80,13 +81,40 @@ class StepBatches(Sampler):
         return (self.last - self.first + 1) * len(self.slices)
 
 
+class CropTargets:
+    """The training target of a crop of item i starting at sample `start`: the item's encoded label
+    for a track-level task; for a frame-level task (beat) the targets of exactly that crop's
+    `n_frames` frames (`task.frame_targets`), with the frames past the clip's end (the crop's zero
+    padding) set to -1, which the task's loss leaves out."""
+
+    def __init__(self, task: Task, rows: list[dict], sample_rate: int, n_frames: int | None = None):
+        from musicpetl.tasks import is_frame_level
+
+        self.task, self.sample_rate, self.n_frames = task, int(sample_rate), n_frames
+        self.frame_level = is_frame_level(task)
+        if self.frame_level and not n_frames:
+            raise ValueError("a frame-level task's crop targets need the frames per crop (n_frames)")
+        self.labels = [task.encode(r["label"]) for r in rows]
+        self.lengths = [int(r["length"]) for r in rows]
+
+    def __call__(self, i: int, start: int) -> np.ndarray:
+        if not self.frame_level:
+            return self.labels[i]
+        t = self.task.frame_targets(self.labels[i], self.n_frames, start / self.sample_rate)
+        audible = int(np.ceil((self.lengths[i] - start) / self.sample_rate * self.task.frame_rate))
+        if audible < len(t):
+            t[max(audible, 0):] = -1.0
+        return t
+
+
 class CropDataset(Dataset):
     """One crop of `crop_len` samples per (item, r): start = r mod (length - crop_len + 1); a clip
-    shorter than the crop is zero-padded at the end."""
+    shorter than the crop is zero-padded at the end. Targets from `CropTargets` (frame-level tasks:
+    `n_frames`, the frames the backbone gives for `crop_len` samples)."""
 
-    def __init__(self, store: AudioStore, split: str, task: Task, crop_len: int):
+    def __init__(self, store: AudioStore, split: str, task: Task, crop_len: int, n_frames: int | None = None):
         self.store, self.rows, self.crop_len = store, store.rows(split), crop_len
-        self.targets = [task.encode(r["label"]) for r in self.rows]
+        self.targets = CropTargets(task, self.rows, store.meta.get("sample_rate", 0), n_frames)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -96,10 +124,11 @@ class CropDataset(Dataset):
 
     def __getitem__(self, key):
         i, r = key
-        wave = self.store.audio(self.rows[i], self.start(i, r), self.crop_len)
+        start = self.start(i, r)
+        wave = self.store.audio(self.rows[i], start, self.crop_len)
         if wave.size < self.crop_len:
             wave = np.pad(wave, (0, self.crop_len - wave.size))
-        return torch.from_numpy(wave), torch.from_numpy(self.targets[i])
+        return torch.from_numpy(wave), torch.from_numpy(self.targets(i, start))
 
     def batch(self, idx: torch.Tensor, r: torch.Tensor):
         pairs = [self[(i, j)] for i, j in zip(idx.tolist(), r.tolist())]
@@ -123,3 +152,27 @@ class FeatureDataset(Dataset):
 
     def batch(self, idx: torch.Tensor, r: torch.Tensor):
         return self.feats[idx].float(), self.targets[idx]
+
+
+class SegmentFramesDataset(Dataset):
+    """Cached per-frame features of whole segments (probing a frame-level task): one item per
+    segment, as `FeatureDataset` for pooled ones; frames zero-padded to `n_frames` (the frames of a
+    full segment) with targets from `targets(item, segment start)` (CropTargets: -1 past the
+    clip's end, so the padding is left out of the loss)."""
+
+    def __init__(self, frames, targets: CropTargets, n_frames: int):
+        self.frames, self.targets, self.n_frames = frames, targets, int(n_frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, key):
+        s = key[0] if isinstance(key, (tuple, list)) else key
+        return self.frames.padded([s], self.n_frames)[0], torch.from_numpy(self._target(int(s)))
+
+    def _target(self, s: int) -> np.ndarray:
+        return self.targets(int(self.frames.seg_item[s]), int(self.frames.seg_start[s]))
+
+    def batch(self, idx: torch.Tensor, r: torch.Tensor):
+        ids = idx.tolist()
+        return self.frames.padded(ids, self.n_frames), torch.from_numpy(np.stack([self._target(s) for s in ids]))

@@ -16,7 +16,7 @@ from torch import nn
 
 from musicpetl.backbones.base import Backbone
 
-from . import adapter, bitfit, lora, prefix, prompt, ssf
+from . import adapter, bitfit, lora, none, prefix, prompt, ssf
 from musicpetl.errors import InputError
 
 
@@ -32,6 +32,10 @@ class Method:
     defaults: dict = field(default_factory=dict)
     # the run stores the whole backbone (it trained all of it), so reloading needs no pre-trained files
     stores_full_backbone: bool = False
+    # backbone kinds (BackboneSpec.kind) it applies to: baselines have no PETL surface (README "Baselines")
+    kinds: tuple[str, ...] = ("foundation",)
+    # False: nothing is trained (off-the-shelf estimators); the run file records the system only
+    trains: bool = True
 
 
 def freeze(module: nn.Module) -> None:
@@ -50,7 +54,7 @@ def _apply_probing(backbone: Backbone, cfg: dict) -> None:
 
 METHODS: dict[str, Method] = {
     "finetune": Method("finetune", _apply_finetune, "full fine-tuning: every backbone weight trains",
-                       stores_full_backbone=True),
+                       stores_full_backbone=True, kinds=("foundation", "scratch")),
     "probing": Method("probing", _apply_probing, "frozen backbone, MLP head on cached features",
                       uses_feature_cache=True),
     "adapter": Method("adapter", adapter.apply, "bottleneck adapters after attention and FFN(s), plus the layers' "
@@ -72,6 +76,9 @@ METHODS: dict[str, Method] = {
                    defaults={"rank": 2, "alpha": 2}),
     "lokr": Method("lokr", lora.apply_lokr, "low-rank Kronecker-product updates (peft)", merge=lora.merge,
                    defaults={"rank": 2, "alpha": 2}),
+    # baselines: an off-the-shelf estimator, evaluated as it comes
+    "none": Method("none", none.apply, "nothing trains: an off-the-shelf estimator evaluated as it comes",
+                   kinds=none.KINDS, trains=False),
 }
 
 
@@ -87,6 +94,11 @@ def apply_method(backbone: Backbone, name: str, cfg: dict | None = None) -> Meth
     unknown = sorted(set(cfg or {}) - set(method.defaults))
     if unknown:
         raise InputError(f"petl.{name}: unknown option(s) {unknown}; valid: {sorted(method.defaults) or 'none'}")
+    kind = getattr(backbone, "kind", "foundation")
+    if kind not in method.kinds:
+        allowed = [m for m, spec in METHODS.items() if kind in spec.kinds]
+        raise InputError(f"petl.method {name!r} does not apply to {getattr(backbone, 'name', '?')}, a {kind} "
+                         f"backbone; allowed: {', '.join(allowed)}")
     freeze(backbone)
     method.apply(backbone, {**method.defaults, **(cfg or {})})
     return method
