@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import musicpetl  # noqa: F401  (before any test module imports torch: sets the OpenMP wait policy)
+
 FIXTURE_PARAMS = Path(__file__).parent / "fixtures" / "params.yaml"
 
 # The tiny store: 2 s synthetic clips labelled with their style (the `genre` task on synth).

@@ -28,7 +28,11 @@ def _params(args) -> int:
         print(json.dumps({"backbone": args.backbone, "num_layers": layers, "methods": table}))
         return 0
     paper = PAPER_TABLE3.get(args.backbone, {}) if args.paper else {}
-    print(f"trainable backbone parameters, {args.backbone}, first {layers} layers"
+    from musicpetl.backbones import BACKBONES
+
+    spec = BACKBONES.get(args.backbone)
+    depth = f"a {spec.kind} baseline, whole network" if spec is not None and spec.baseline else f"first {layers} layers"
+    print(f"trainable backbone parameters, {args.backbone}, {depth}"
           f" ({'the paper' if args.paper else args.params} settings; the head is not counted)")
     if args.paper and not paper:
         print(f"({args.backbone} is not in the paper's Table 3: computed only, at Table 1's settings)")

@@ -22,9 +22,10 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from torch import nn
 
 from musicpetl.errors import InputError
+
+from .scratch import BaselineModule
 
 MADMOM_RATE = 44100
 FPS = 100.0
@@ -116,7 +117,7 @@ def estimate(task_name: str, wave, sample_rate: int, classes=()):
     raise InputError(f"madmom has no estimator for task {task_name!r}; it estimates: {', '.join(TASKS)}")
 
 
-class MadmomEstimator(nn.Module):
+class MadmomEstimator(BaselineModule):
     """The `madmom` entry of the backbone registry: nothing to train, `estimate` per whole track.
 
     It has no parameters and no layers; `PetlModel` still wraps it (so the run file, the evaluate
@@ -130,30 +131,9 @@ class MadmomEstimator(nn.Module):
     frame_rate = FPS
     default_segment_seconds = 30.0  # not used: estimates read whole tracks
 
-    def __init__(self, sample_rate: int = 24000):
-        super().__init__()
-        self.sample_rate = int(sample_rate)
-        self.input_prompt = None
-        self.layers = nn.ModuleList()
-
     def estimate(self, task_name: str, wave, classes=()):
         return estimate(task_name, wave, self.sample_rate, classes)
 
     def forward(self, wave: torch.Tensor, num_layers: int | None = None) -> list[torch.Tensor]:
         raise InputError("madmom is an off-the-shelf estimator: it gives task outputs of whole tracks "
                          "(`estimate`), not hidden states")
-
-    def frontend_modules(self) -> list[nn.Module]:
-        return []
-
-    def frontend_trainable(self) -> bool:
-        return False
-
-    def truncate(self, num_layers: int) -> None:
-        """Nothing to drop."""
-
-    def reset_parameters(self, seed: int = 0) -> None:
-        """No parameters."""
-
-    def segment_length(self, seconds: float | None = None) -> int:
-        return int(round((seconds or self.default_segment_seconds) * self.sample_rate))

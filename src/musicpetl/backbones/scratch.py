@@ -20,22 +20,44 @@ import torchaudio
 from torch import nn
 
 
-class ScratchNet(nn.Module):
-    """Base of the baseline CNNs: resampling, the no-grad input representation, then `blocks`."""
+class BaselineModule(nn.Module):
+    """What every baseline (scratch CNN or off-the-shelf estimator) answers in place of a foundation
+    model's PETL surface: no frozen front end, no layers to drop, no re-init, segments in seconds."""
 
-    kind = "scratch"
-    name: str = "scratch"
-    sample_rate: int = 24000  # what it reads (the prepared store's rate); `net_rate` is what it runs at
-    net_rate: int = 16000
-    hidden_size: int
-    frame_rate: float
+    sample_rate: int = 24000  # what it reads (the prepared store's rate)
     default_segment_seconds: float
 
     def __init__(self, sample_rate: int = 24000):
         super().__init__()
         self.sample_rate = int(sample_rate)
-        self.input_prompt = None  # no PETL slot is ever filled: checks allow `finetune` only
-        self.layers = nn.ModuleList()  # the conv blocks (activation checkpointing wraps each)
+        self.input_prompt = None  # no PETL slot is ever filled: checks allow `finetune` / `none` only
+        self.layers = nn.ModuleList()
+
+    def frontend_modules(self) -> list[nn.Module]:
+        return []  # no frozen front end: a scratch net's input representation has no parameters
+
+    def frontend_trainable(self) -> bool:
+        return False
+
+    def truncate(self, num_layers: int) -> None:
+        """Nothing to drop: a baseline always runs whole (`backbone.num_layers` is not read)."""
+
+    def reset_parameters(self, seed: int = 0) -> None:
+        """The construction-time init (seeded by `build_backbone`) is the paper's; nothing to redo."""
+
+    def segment_length(self, seconds: float | None = None) -> int:
+        return int(round((seconds or self.default_segment_seconds) * self.sample_rate))
+
+
+class ScratchNet(BaselineModule):
+    """Base of the baseline CNNs: resampling, the no-grad input representation, then `blocks`
+    (`self.layers`: the conv blocks, which activation checkpointing wraps each)."""
+
+    kind = "scratch"
+    name: str = "scratch"
+    net_rate: int = 16000  # what it runs at
+    hidden_size: int
+    frame_rate: float
 
     # -- to implement ---------------------------------------------------------------------------
     def representation(self, wave: torch.Tensor) -> torch.Tensor:
@@ -68,21 +90,6 @@ class ScratchNet(nn.Module):
         for block in self.layers:
             x = block(x)
         return [self.readout(x)]
-
-    def frontend_modules(self) -> list[nn.Module]:
-        return []  # the input representation has no parameters; everything else trains
-
-    def frontend_trainable(self) -> bool:
-        return False
-
-    def truncate(self, num_layers: int) -> None:
-        """Nothing to drop: a baseline always runs whole (`backbone.num_layers` is not read)."""
-
-    def reset_parameters(self, seed: int = 0) -> None:
-        """The construction-time init (seeded by `build_backbone`) is the paper's; nothing to redo."""
-
-    def segment_length(self, seconds: float | None = None) -> int:
-        return int(round((seconds or self.default_segment_seconds) * self.sample_rate))
 
     def n_frames(self, n_samples: int) -> int:
         """Hidden states `forward` returns for `n_samples` of audio."""
