@@ -8,12 +8,19 @@ Systems (random weights at full size: speed does not depend on the values):
   mert330-ours   our Mert (MERT-v1-330M config: 1024 wide, pre-LN), truncated to 6 layers
   mert330-hf     transformers HubertModel, do_stable_layer_norm, num_hidden_layers=6
   musicfm-ours   our MusicFM (MSD config), truncated to 6 layers
-  musicfm-hf     our mel + 2-D conv front end, then transformers Wav2Vec2ConformerEncoder
-                 (rotary config, 6 layers): the reference code runs exactly that encoder
+  musicfm-hf     tests/test_backbones.py's RefMusicFM25Hz at 6 layers: the reference code's mel and
+                 2-D conv front end (written from minzwon/musicfm), then transformers'
+                 Wav2Vec2ConformerEncoder (rotary config), the encoder the reference code runs
   muq-ours       our MuQ (MuQ-large-msd-iter config), truncated to 6 layers
   muq-pkg        the `muq` package's MuQ built from the release-shaped config with encoder_depth=6,
                  its whole forward (mel, conv, conformer, prediction head) as `MuQ(x)` runs it
 All oracles use attn_implementation="sdpa" (what from_pretrained picks), we use SDPA too.
+
+--paired: time only, every listed system built in one process, one forward of each in turn (order
+reversed every round, after 1 warm-up each), --repeats rounds; prints each system's median and, per
+pair, the median of the per-round time ratios ours/oracle (load drifts hit both sides of a round
+alike; on a shared machine this is the ratio to quote), OMP_WAIT_POLICY=PASSIVE as in bench/petl_step.py.
+Memory needs the subprocess mode below.
 
 Each measurement runs in a fresh subprocess (tracemalloc does not see torch's allocations; RSS does).
 Reported: forward time (median over all timed forwards of all rounds; systems are interleaved
@@ -57,7 +64,7 @@ def build(system: str, num_layers: int):
     import transformers
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_backbones import MERT_CONFIGS, conformer_config, hubert_config  # the oracle configs of the tests
+    from test_backbones import MERT_CONFIGS, hubert_config  # the oracle configs of the tests
 
     if pair in ("mert", "mert330"):
         config = hubert_config(MERT_CONFIGS[PAIRS[pair]], num_layers=num_layers)
@@ -74,14 +81,11 @@ def build(system: str, num_layers: int):
         muq_forward_compat(ref)
         ref.model.conformer.config._attn_implementation = "sdpa"
         return lambda x: ref(x, output_hidden_states=True).hidden_states[1:]
-    config = conformer_config(num_layers=num_layers)
-    config._attn_implementation = "sdpa"
-    from transformers.models.wav2vec2_conformer.modeling_wav2vec2_conformer import Wav2Vec2ConformerEncoder
+    from test_backbones import MUSICFM_MSD, RefMusicFM25Hz
 
-    enc = Wav2Vec2ConformerEncoder(config).eval()
-    front = build_backbone("musicfm-msd", num_layers=1).eval()
-    del front.layers  # only its front end is used
-    return lambda x: enc(front.subsample(front.frontend(x))).last_hidden_state
+    ref = RefMusicFM25Hz(MUSICFM_MSD, num_layers=num_layers).eval()
+    ref.conformer.config._attn_implementation = "sdpa"
+    return lambda x: ref.hidden_states(x, MUSICFM_MSD.mel_mean, MUSICFM_MSD.mel_std)
 
 
 def worker(args) -> dict:
@@ -108,6 +112,47 @@ def worker(args) -> dict:
             "threads": torch.get_num_threads()}
 
 
+def paired(args) -> None:
+    """All systems in this process, a forward of each in turn; per pair the median of per-round ratios."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgomp (see bench/petl_step.py)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    fns = {system: build(system, args.layers) for system in args.systems}
+    x = (torch.rand(args.batch, int(args.seconds * 24000)) - 0.5) * 0.6
+    times = {system: [] for system in fns}
+    load = [os.getloadavg()[0]]
+    with torch.inference_mode():
+        for r in range(args.repeats + 1):
+            for system in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+                t0 = time.perf_counter()
+                out = fns[system](x)
+                dt = time.perf_counter() - t0
+                del out
+                if r:  # round 0 is the warm-up
+                    times[system].append(dt)
+            if r:
+                print(f"round {r} " + "  ".join(f"{s} {times[s][-1]:.2f}" for s in fns) + " s", file=sys.stderr)
+    load.append(os.getloadavg()[0])
+    print(f"\n{args.seconds:g} s of audio, {args.layers} layers, batch {args.batch}, fp32, {args.threads} threads, "
+          f"one process, {args.repeats} interleaved rounds after 1 warm-up; 1-min load average {load[0]:.1f} at the "
+          f"start, {load[1]:.1f} at the end; torch {torch.__version__}\n")
+    print("| backbone | ours median (s) | oracle median (s) | ours/oracle, median of rounds | min, max of rounds |")
+    print("|---|---|---|---|---|")
+    rows = {}
+    for name in PAIRS:
+        o, h = times.get(f"{name}-ours"), times.get(f"{name}-{ORACLE[name]}")
+        if not (o and h):
+            continue
+        ratios = [a / b for a, b in zip(o, h)]
+        rows[PAIRS[name]] = {"ours_s": o, "oracle_s": h, "ratio_median": statistics.median(ratios)}
+        print(f"| {PAIRS[name]} | {statistics.median(o):.2f} | {statistics.median(h):.2f} "
+              f"| {statistics.median(ratios):.3f} | {min(ratios):.3f}, {max(ratios):.3f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"load": load, "pairs": rows}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=30.0)
@@ -117,11 +162,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed forwards per process (after 1 warm-up)")
     ap.add_argument("--rounds", type=int, default=2, help="fresh processes per system, interleaved")
     ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    ap.add_argument("--paired", action="store_true", help="time only: all systems in one process, interleaved")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
+        return
+    if args.paired:
+        paired(args)
         return
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": str(args.threads),
            "MKL_NUM_THREADS": str(args.threads)}

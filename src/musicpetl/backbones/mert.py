@@ -50,6 +50,22 @@ MERT_TINY = MertConfig(hidden_size=64, num_layers=6, num_heads=4, ffn_dim=256, c
 MERT_330M_TINY = replace(MERT_TINY, stable_layer_norm=True)
 
 
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A 4-D tensor in channels-last memory (no copy when it already is). One channel: both layouts
+    hold the same bytes and `contiguous(memory_format=torch.channels_last)` leaves the strides as they
+    are, so oneDNN would pick its plain layout for the conv output; the strides are set explicitly."""
+    if x.shape[1] == 1:
+        x = x.contiguous()
+        return x.as_strided(x.shape, (x.shape[2] * x.shape[3], 1, x.shape[3], 1))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def gelu_(x: torch.Tensor) -> torch.Tensor:
+    """GELU, in place when autograd does not need the input (no-grad front ends, inference): saves
+    allocating (and page-faulting) a second activation-sized tensor. Same values as F.gelu."""
+    return F.gelu(x) if x.requires_grad else torch.ops.aten.gelu_(x)
+
+
 class FeatureExtractor(nn.Module):
     """7 strided convs: 24 kHz -> 75 Hz. GroupNorm (one group per channel) after the first only."""
 
@@ -62,14 +78,22 @@ class FeatureExtractor(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.norm = nn.GroupNorm(cfg.conv_dim[0], cfg.conv_dim[0], affine=True)
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, C, T)
-        x = wave[:, None]
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, C, T), memory time-major
+        # Each conv runs as a (1, k) conv2d on (B, C, 1, T), the ones after the first in channels-last
+        # memory: the same sums as conv1d, but oneDNN then skips reordering every activation to its
+        # blocked layout and back (0.7x the time of the conv1d chain on CPU, 30 s of audio). The first
+        # conv and its GroupNorm stay in the plain layout: GroupNorm's channels-last CPU kernel
+        # computes its statistics 10-30x less accurately (5e-5 off float64 at 30 s, the plain one 2e-6).
+        # The result is (B, C, T) with channels innermost: the caller's transpose to (B, T, C) is free.
+        x = wave[:, None, None]
         for i, conv in enumerate(self.convs):
-            x = conv(x)
+            weight = conv.weight.unsqueeze(2)
+            x = F.conv2d(x, to_channels_last(weight) if i else weight, conv.bias, (1, conv.stride[0]))
             if i == 0:
-                x = self.norm(x)
-            x = F.gelu(x)
-        return x
+                x = to_channels_last(gelu_(self.norm(x)))
+            else:
+                x = gelu_(x)
+        return x.squeeze(2)
 
 
 class PositionalConv(nn.Module):
@@ -83,10 +107,15 @@ class PositionalConv(nn.Module):
         self.trim = 1 if k % 2 == 0 else 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d)
-        h = self.conv(x.transpose(1, 2))
+        # as a (1, k) conv2d on (B, d, 1, T): (B, T, d) memory already is its channels-last layout,
+        # so neither the input nor the output is copied, and oneDNN's grouped kernel runs without
+        # reorders (0.65x the time of the conv1d on CPU, 30 s of audio)
+        conv = self.conv
+        h = F.conv2d(x.transpose(1, 2).unsqueeze(2), to_channels_last(conv.weight.unsqueeze(2)), conv.bias,
+                     padding=(0, conv.padding[0]), groups=conv.groups).squeeze(2)
         if self.trim:
             h = h[..., :-self.trim]
-        return F.gelu(h).transpose(1, 2)
+        return gelu_(h).transpose(1, 2)
 
 
 class FeedForward(nn.Module):
