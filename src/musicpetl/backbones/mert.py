@@ -90,7 +90,8 @@ class FeatureExtractor(nn.Module):
             weight = conv.weight.unsqueeze(2)
             x = F.conv2d(x, to_channels_last(weight) if i else weight, conv.bias, (1, conv.stride[0]))
             if i == 0:
-                x = to_channels_last(gelu_(self.norm(x)))
+                x = gelu_(self.norm(x))  # two statements: the conv's output is freed before the copy below
+                x = to_channels_last(x)
             else:
                 x = gelu_(x)
         return x.squeeze(2)
