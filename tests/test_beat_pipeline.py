@@ -13,7 +13,7 @@ import torch
 from musicpetl.petl import prepare_for_inference
 from musicpetl.run_io import load_run, save_run
 from musicpetl.tasks import make_task
-from test_petl import ALL, BACKBONES, SMALL, adapted, bare, wave  # noqa: F401  (bare, wave: fixtures)
+from test_petl import ALL, BACKBONES, SMALL, adapted, bare, two_steps, wave  # noqa: F401  (bare, wave: fixtures)
 
 from musicpetl.model import PetlModel
 
@@ -91,15 +91,7 @@ def test_every_method_tracks_beats_on_every_backbone(bare, wave, tmp_path, name,
     task = make_task("beat", frame_rate=bb.frame_rate)
     n = bb.n_frames(wave.shape[1])
     y = torch.from_numpy(np.stack([task.frame_targets([0.05 + 0.1 * i, 0.25 + 0.1 * i], n) for i in range(4)]))
-    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-2)
-    start = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
-    for _ in range(2):
-        opt.zero_grad()
-        loss = task.loss(model(wave), y)
-        assert torch.isfinite(loss)
-        loss.backward()
-        opt.step()
-    moved = {k for k, p in model.named_parameters() if p.requires_grad and not torch.equal(p.detach(), start[k])}
+    moved = two_steps(model, lambda: task.loss(model(wave), y))
     assert {k for k in moved if k.startswith("backbone.")} or method == "probing", f"{name} {method}: nothing trained"
     assert any(k.startswith("head.") for k in moved)
     model.eval()
@@ -117,14 +109,17 @@ def test_every_method_tracks_beats_on_every_backbone(bare, wave, tmp_path, name,
         torch.testing.assert_close(loaded(wave), expected, rtol=0, atol=1e-5)
 
 
-def test_a_track_level_head_cannot_load_a_frame_level_run(bare, wave, tmp_path):  # noqa: F811
-    """The run file says it is frame-level; without that key the head's shapes still load, so the
-    flag is what decides; a frame-level run read as frame-level gives (B, T) curves."""
+def test_the_run_file_says_whether_the_head_is_frame_level(bare, wave, tmp_path):  # noqa: F811
+    """A one-output head has the same tensors either way, so the run file's `frame_level` is what
+    decides: with it the reloaded model gives (B, T) curves, without it (B, 1) track outputs."""
     model = PetlModel(adapted(bare, BACKBONES[0], "probing"), 1, 6, method="probing", frame_level=True).eval()
-    path = tmp_path / "run.safetensors"
-    save_run(path, model, "probing", {}, BACKBONES[0], 6, task_info={"task": "beat", "frame_level": True})
+    framed, plain = tmp_path / "framed.safetensors", tmp_path / "plain.safetensors"
+    save_run(framed, model, "probing", {}, BACKBONES[0], 6, task_info={"task": "beat", "frame_level": True})
+    save_run(plain, model, "probing", {}, BACKBONES[0], 6, task_info={"task": "beat"})
+    n = bare[BACKBONES[0]].n_frames(wave.shape[1])
     with torch.no_grad():
-        assert load_run(path)(wave).dim() == 2 and load_run(path)(wave).shape[1] > 1
+        assert load_run(framed)(wave).shape == (len(wave), n)
+        assert load_run(plain)(wave).shape == (len(wave), 1)
 
 
 def test_probing_on_cached_frames_equals_the_frozen_backbone(beat_store, tmp_path, torch_threads):

@@ -326,6 +326,20 @@ def test_a_deep_copy_is_independent(bare, wave, method):
 
 # -- the matrix: train, merge, run file ------------------------------------------------------------
 
+def two_steps(model, loss_of) -> set[str]:
+    """Two Adam steps on `loss_of()` (zero-init factors, LoRA B and adapter up, pass the gradient on
+    from step 2); the names of the trainable parameters that moved."""
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-2)
+    start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    for _ in range(2):
+        opt.zero_grad()
+        loss = loss_of()
+        assert torch.isfinite(loss)
+        loss.backward()
+        opt.step()
+    return {n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p.detach(), start[n])}
+
+
 @pytest.mark.parametrize("name", BACKBONES)
 @pytest.mark.parametrize("method", ALL)
 def test_method_trains_merges_and_round_trips_a_run_file(bare, wave, tmp_path, name, method):
@@ -333,16 +347,8 @@ def test_method_trains_merges_and_round_trips_a_run_file(bare, wave, tmp_path, n
     that plus the head and reloads onto a fresh backbone to the same predictions, bit for bit; the
     merged model (what evaluation runs) predicts the same."""
     model = _step_model(bare, name, method).train()
-    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-2)
     y = torch.tensor([0, 1, 2, 0])
-    start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    for _ in range(2):  # zero-init factors (LoRA B, adapter up) pass the gradient on from step 2
-        opt.zero_grad()
-        loss = F.cross_entropy(model(wave), y)
-        assert torch.isfinite(loss)
-        loss.backward()
-        opt.step()
-    moved = {n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p.detach(), start[n])}
+    moved = two_steps(model, lambda: F.cross_entropy(model(wave), y))
     assert {n for n in moved if n.startswith("backbone.")} or method == "probing", f"{name} {method}: nothing trained"
     model.eval()
     with torch.no_grad():

@@ -246,12 +246,8 @@ def save_predictions(path: Path, keys: list[str], labels: list, probs, task: Tas
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, keys=np.asarray(keys), probs=flat,
-                                labels=np.asarray([json.dumps(_jsonable(lab)) for lab in labels]), task=task.name,
+                                labels=np.asarray([json.dumps(lab) for lab in labels]), task=task.name,
                                 **extra)
-
-
-def _jsonable(label):
-    return label.tolist() if isinstance(label, np.ndarray) else label
 
 
 def readable(task: Task, label) -> str:

@@ -332,16 +332,8 @@ class FeatureCache:
             if not self.attrs.get("frames", False):
                 raise InputError(f"{self.path} holds time-pooled features only, this run needs per-frame ones (a "
                                  f"frame-level task): rerun the cache_features stage on the prepared store (dvc repro)")
-            _, seg_item, keys = self.split(split, layer=1)
-            with self._open() as h5:
-                g = h5[split]
-                try:
-                    ds = g["frames"]
-                    frames = ds[:, layer - 1] if layer else ds[:, :layers] if layers else ds[:]
-                    frame_segment, seg_start, lengths = g["frame_segment"][:], g["segment_start"][:], g["length"][:]
-                except (KeyError, OSError) as err:
-                    raise InputError(f"{self.path}: {split}'s frames cannot be read ({err}); rerun cache_features") \
-                        from None
+            frames, seg_item, keys, index = self._read(split, layer, layers, dataset="frames")
+            frame_segment, seg_start, lengths = index["frame_segment"], index["segment_start"], index["length"]
             if (len(seg_start) != len(seg_item) or len(lengths) != len(keys) or len(frame_segment) != len(frames)
                     or np.any(np.diff(frame_segment) < 0)
                     or (len(frame_segment) and (frame_segment.min() < 0 or frame_segment.max() >= len(seg_item)))):
@@ -350,7 +342,9 @@ class FeatureCache:
                                             int(self.attrs["sample_rate"]))
         return self._memo[key]
 
-    def _read(self, split: str, layer: int | None, layers: int | None):
+    def _read(self, split: str, layer: int | None, layers: int | None, dataset: str = "features"):
+        """(features, item, keys) of a split, the chosen layers of `dataset` ("features": pooled per
+        segment; "frames": every frame, then also its index arrays as a 4th element)."""
         with self._open() as h5:
             if split not in h5 or not all(k in h5[split] for k in ("features", "item", "keys")):
                 raise InputError(f"{self.path}: split {split!r} is missing or lacks features/item/keys")
@@ -364,16 +358,23 @@ class FeatureCache:
             if layers is not None and not 1 <= layers <= n_layers:
                 raise InputError(f"{self.path} holds layers 1..{n_layers}; {layers} layers were asked for")
             try:
+                ds = g[dataset]
+                if ds.shape[1:] != shape[1:]:
+                    raise InputError(f"{self.path}: {split}/{dataset} has shape {ds.shape}, expected (rows, "
+                                     f"{n_layers}, {shape[2]})")
                 if layer:
-                    feats = g["features"][:, layer - 1]
+                    feats = ds[:, layer - 1]
                 elif layers and layers < n_layers:
-                    feats = g["features"][:, :layers]
+                    feats = ds[:, :layers]
                 else:
-                    feats = g["features"][:]
+                    feats = ds[:]
                 item = g["item"][:]
                 keys = [k.decode() if isinstance(k, bytes) else k for k in g["keys"][:]]
-            except OSError as err:
-                raise InputError(f"{self.path}: {split} cannot be read ({err}); rerun cache_features") from None
+                index = {k: g[k][:] for k in ("frame_segment", "segment_start", "length")} if dataset == "frames" \
+                    else None
+            except (KeyError, OSError) as err:
+                raise InputError(f"{self.path}: {split}/{dataset} cannot be read ({err}); rerun cache_features") \
+                    from None
         if item.shape != (shape[0],) or (len(item) and (item.min() < 0 or item.max() >= len(keys))):
             raise InputError(f"{self.path}: {split}/item does not index its {len(keys)} keys")
-        return feats, item, keys
+        return (feats, item, keys) if index is None else (feats, item, keys, index)
