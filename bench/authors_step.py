@@ -1,6 +1,7 @@
 """PETL training step: the authors' code (suncerock/peft-music, branch `extended`) vs ours, same run.
 
     PYTHONPATH=src .venv/bin/python bench/authors_step.py PATH/TO/peft-music --methods lora,adapter
+    PYTHONPATH=src:PATH/TO/transformers4 .venv/bin/python bench/authors_step.py PATH/TO/peft-music --backbone mert
 
 PATH/TO/peft-music is a checkout of the authors' repository (branch `extended`), given on the
 command line. Full size, random weights (speed does not depend on the values), first 6 layers
@@ -36,9 +37,26 @@ What this needs from their checkout and what it shims (their code is otherwise i
 - their attention forces the flash SDPA kernel through `torch.backends.cuda.sdp_kernel`; on CPU that
   kernel takes no dropout and their step fails ("No available kernel"): without a GPU the context is
   a no-op, and SDPA picks its CPU kernel, as for ours (training with dropout: the math path).
-Their MERT (models/backbone/mert.py) subclasses transformers 4's Hubert modules and unpacks three
-values from `HubertAttention`, which returns two in transformers 5: it does not run here unmodified,
-so this script times MusicFM only.
+
+--backbone mert: their MERT (models/backbone/mert.py, models/mert.py) subclasses transformers 4's
+Hubert modules and unpacks three values from `HubertAttention`, which returns two in transformers 5.
+It runs unmodified on transformers 4.46.3, installed beside (not into) our environment and put first
+on the path for this process only (our code does not import transformers):
+    .uv/bin/uv pip install --python .venv/bin/python --no-deps --target PATH/TO/transformers4 \
+        transformers==4.46.3 tokenizers==0.20.3 huggingface_hub==0.26.5
+  theirs         `MERTModel(MERTConfig(...))` as their `MERT.__init__` builds it (mask probabilities 0,
+                 `encoder.layers[:6]`, feature extractor + projection + encoder frozen, their MLP head
+                 `proj`), then LoRAMERT (LoRALinear rank 2 on q/k/v/out and both FFN denses) or
+                 AdapterMERT (HubertEncoderLayerAdapter, bottleneck 16, layer_norm and
+                 final_layer_norm trained); step = their `common_step` (`last_hidden_state`, time mean,
+                 `proj`). `AutoConfig.from_pretrained("m-a-p/MERT-v1-95M")` (a download) is replaced by
+                 their MERTConfig with MERT-v1-95M's architecture (docs: REFERENCE "MERT config") and the
+                 dropouts ours use (0.1 hidden / attention / activation); layerdrop 0, so both sides run
+                 every layer every step. As their code leaves it, transformers' feature encoder makes
+                 its output require grad in training, so their backward runs through the frozen CNN to
+                 the waveform (REFERENCE.md); their attention is transformers' SDPA class (the
+                 default), the math path with dropout on CPU, as ours.
+  ours-audio / ours-cached: as for MusicFM, with mert-v1-95m.
 """
 from __future__ import annotations
 
@@ -61,13 +79,16 @@ N_OUT = 10
 LAYERS = 6
 
 
-def mount_authors(checkout: Path):
+def mount_authors(checkout: Path, backbone: str = "musicfm"):
     """Their `models` package importable as `authors_models`, without its __init__ (Lightning)."""
     import transformers
 
     models = checkout / "models"
-    if not (models / "backbone" / "musicfm.py").is_file():
-        sys.exit(f"{checkout} does not look like a peft-music checkout (no models/backbone/musicfm.py)")
+    if not (models / "backbone" / f"{backbone}.py").is_file():
+        sys.exit(f"{checkout} does not look like a peft-music checkout (no models/backbone/{backbone}.py)")
+    if backbone == "mert" and int(transformers.__version__.split(".")[0]) >= 5:
+        sys.exit(f"their MERT needs transformers 4.x (this process has {transformers.__version__} from "
+                 f"{Path(transformers.__file__).parent.parent}); see this script's docstring")
     pkg = types.ModuleType("authors_models")
     pkg.__path__ = [str(models)]
     sys.modules["authors_models"] = pkg
@@ -146,12 +167,67 @@ def build_theirs(method: str, stat_path: str):
     return Theirs()
 
 
-def build_ours(method: str):
+def build_theirs_mert(method: str):
+    """Their LoRAMERT / AdapterMERT as models/mert.py builds them, without Lightning."""
+    import torch
+    from torch import nn
+
+    from authors_models.backbone.mert import MERTConfig, MERTModel
+    from authors_models.modules.adapter import HubertEncoderLayerAdapter
+    from authors_models.modules.lora import LoRALinear
+    from musicpetl.backbones.mert import MERT_V1_95M as C
+
+    class Theirs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            # MERT.__init__: AutoConfig of m-a-p/MERT-v1-95M (here built offline), masks off
+            config = MERTConfig(
+                hidden_size=C.hidden_size, num_hidden_layers=C.num_layers, num_attention_heads=C.num_heads,
+                intermediate_size=C.ffn_dim, conv_dim=C.conv_dim, conv_kernel=C.conv_kernel,
+                conv_stride=C.conv_stride, num_conv_pos_embeddings=C.num_conv_pos_embeddings,
+                num_conv_pos_embedding_groups=C.num_conv_pos_embedding_groups, layer_norm_eps=C.layer_norm_eps,
+                hidden_dropout=C.dropout, attention_dropout=C.dropout, activation_dropout=C.dropout,
+                feat_proj_dropout=C.dropout, layerdrop=0.0, feat_extract_norm="group", conv_bias=False,
+                feat_proj_layer_norm=True, do_stable_layer_norm=False, feature_extractor_cqt=False,
+                deepnorm=False, attention_relax=-1.0)
+            config.mask_time_prob = 0.0
+            config.mask_feature_prob = 0.0
+            self.mert = MERTModel(config)
+            self.mert.encoder.layers = self.mert.encoder.layers[:LAYERS]
+            for module in (self.mert.feature_extractor, self.mert.feature_projection, self.mert.encoder):
+                for p in module.parameters():  # freeze_feature=True, freeze_encoder=True
+                    p.requires_grad = False
+            self.proj = nn.Sequential(nn.Linear(C.hidden_size, C.hidden_size), nn.Dropout(0.5), nn.ReLU(),
+                                      nn.Linear(C.hidden_size, N_OUT))
+            layers = self.mert.encoder.layers
+            if method == "adapter":  # AdapterMERT, bottleneck_dim 16
+                for i in range(len(layers)):
+                    layer = layers[i]
+                    layer.layer_norm.requires_grad_(True)
+                    layer.final_layer_norm.requires_grad_(True)
+                    layers[i] = HubertEncoderLayerAdapter(layer, 16)
+            elif method == "lora":  # LoRAMERT.intiailize_lora, rank 2 on attention and FFN
+                for m in layers:
+                    for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                        setattr(m.attention, name, LoRALinear(getattr(m.attention, name), 2))
+                    m.feed_forward.intermediate_dense = LoRALinear(m.feed_forward.intermediate_dense, 2)
+                    m.feed_forward.output_dense = LoRALinear(m.feed_forward.output_dense, 2)
+            else:
+                raise SystemExit(f"method {method!r}: this script builds their lora and adapter")
+
+        def forward(self, x):  # common_step: last_hidden_state, aggregate_output_embedding (time mean), proj
+            return self.proj(self.mert(x, output_hidden_states=False).last_hidden_state.mean(dim=1))
+
+    torch.manual_seed(0)
+    return Theirs()
+
+
+def build_ours(method: str, name: str):
     from musicpetl.backbones import build_backbone
     from musicpetl.model import PetlModel
     from musicpetl.petl import apply_method
 
-    backbone = build_backbone("musicfm-msd", num_layers=LAYERS, seed=0)
+    backbone = build_backbone(name, num_layers=LAYERS, seed=0)
     apply_method(backbone, method)
     return PetlModel(backbone, N_OUT, LAYERS, method=method)
 
@@ -163,7 +239,10 @@ def run(method: str, args, stat_path: str) -> dict:
     g = torch.Generator().manual_seed(1)
     x = (torch.rand(2, 120000, generator=g) - 0.5) * 0.6
     y = torch.tensor([1, 3])
-    theirs, ours = build_theirs(method, stat_path), build_ours(method)
+    if args.backbone == "mert":
+        theirs, ours = build_theirs_mert(method), build_ours(method, "mert-v1-95m")
+    else:
+        theirs, ours = build_theirs(method, stat_path), build_ours(method, "musicfm-msd")
     ours.backbone.eval()
     with torch.no_grad():
         frames = ours.backbone.embed(x)  # what the front-end cache holds (eval mode)
@@ -206,22 +285,25 @@ def run(method: str, args, stat_path: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkout", type=Path, help="a checkout of suncerock/peft-music (branch extended)")
+    ap.add_argument("--backbone", choices=("musicfm", "mert"), default="musicfm")
     ap.add_argument("--methods", default="lora,adapter")
     ap.add_argument("--steps", type=int, default=5, help="timed rounds (after 1 warm-up round)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     import torch
+    import transformers
 
     torch.set_num_threads(args.threads)
-    mount_authors(args.checkout.resolve())
+    mount_authors(args.checkout.resolve(), args.backbone)
     from musicpetl.backbones.musicfm import MSD_MEL_MEAN, MSD_MEL_STD
 
     with tempfile.TemporaryDirectory() as tmp:
         stat_path = str(Path(tmp) / "msd_stats.json")
         Path(stat_path).write_text(json.dumps({"melspec_2048_mean": MSD_MEL_MEAN, "melspec_2048_std": MSD_MEL_STD}))
         results = [run(m, args, stat_path) for m in args.methods.split(",")]
-    print(f"\nmusicfm-msd, {LAYERS} layers, batch 2 x 5 s, fp32, {torch.get_num_threads()} threads, torch "
+    name = {"mert": "mert-v1-95m", "musicfm": "musicfm-msd"}[args.backbone]
+    print(f"\n{name} (theirs: transformers {transformers.__version__}), {LAYERS} layers, batch 2 x 5 s, fp32, {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}; {args.steps} rounds after 1 warm-up, one process\n")
     print("| method | theirs (s) | ours, audio (s) | ours, cached front end (s) | ours audio / theirs "
           "| ours cached / theirs | trained params theirs / ours | load (1-min, start-end) |")

@@ -5,6 +5,7 @@
     PYTHONPATH=src .venv/bin/python bench/scale.py cache      --json /tmp/cache.json       # feature cache writing, memory
     PYTHONPATH=src .venv/bin/python bench/scale.py checkpoint --json /tmp/checkpoint.json  # checkpoint write time and size
     PYTHONPATH=src .venv/bin/python bench/scale.py actckpt    --json /tmp/actckpt.json     # FT memory, activation checkpointing
+    PYTHONPATH=src .venv/bin/python bench/scale.py cachedstep --json /tmp/cachedstep.json  # what the cached step spends on dropout
 
 (`--quick`: tiny backbones, a smoke check of the script.) Every measurement runs in a fresh
 subprocess (its peak RSS is its own), 2 torch threads, OMP_WAIT_POLICY=PASSIVE (see petl_step.py);
@@ -27,6 +28,11 @@ cache       `cache_features` over N clips of 10 s (5 s segments, batch 8) vs the
 actckpt     MusicFM full fine-tuning, all 12 layers, batch 2 x --seconds: one step (after a warm-up
             step) with and without activation checkpointing; its time and the RSS it adds on top of
             weights, gradients and Adam's state (the activations).
+cachedstep  where the cached PETL step (frontend's `cached`) could still get shorter, three models in one
+            process, steps in rotation: `paper` = as trained (the paper's dropouts); `no-dropout` = the
+            same with every backbone dropout at p = 0 (NOT a training configuration: it prices the
+            dropout masks, which torch draws serially on this CPU); `compiled` = `paper` through
+            torch.compile (default inductor; its compile time reported apart). --methods picks them.
 checkpoint  one checkpoint as train() writes it (trained tensors, Adam state after one step, best
             state, RNG, history) per paper method and backbone: write time (fsync included) and size.
 """
@@ -114,6 +120,61 @@ def w_frontend(a) -> dict:
     return {"backbone": a.backbone, "method": a.method, "audio_step_s": statistics.median(times["audio"]),
             "cached_step_s": statistics.median(times["cached"]), "speedup_median_of_pairs": statistics.median(ratios),
             "times": times, "cache_build_s": build_s, "loadavg": os.getloadavg()[0]}
+
+
+def w_cachedstep(a) -> dict:
+    """The cached step as trained, with its dropout masks priced, and through torch.compile."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from musicpetl.model import PetlModel
+    from musicpetl.petl import apply_method
+
+    def make(no_dropout: bool):
+        backbone = _backbone(a.backbone)
+        apply_method(backbone, a.method)
+        model = PetlModel(backbone, N_OUT, 6, method=a.method)
+        if no_dropout:  # every dropout the backbone applies: modules and functional rates
+            for m in backbone.modules():
+                if isinstance(m, nn.Dropout):
+                    m.p = 0.0
+                elif isinstance(getattr(m, "dropout", None), float):
+                    m.dropout = 0.0
+        model.train()
+        return model, torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=1e-4)
+
+    x = _audio(2, 5.0)
+    y = torch.randint(0, N_OUT, (2,), generator=torch.Generator().manual_seed(2))
+    models = {"paper": make(False), "no-dropout": make(True), "compiled": make(False)}
+    with torch.no_grad():
+        frames = models["paper"][0].backbone.eval().embed(x)  # what the front-end cache holds
+    steps = {}
+    for name, (model, opt) in models.items():
+        model.train()
+        fwd = torch.compile(model.forward_embedded) if name == "compiled" else model.forward_embedded
+
+        def step(fwd=fwd, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(fwd(frames), y).backward()
+            opt.step()
+
+        steps[name] = step
+    t0 = time.perf_counter()
+    steps["compiled"]()
+    compile_s = time.perf_counter() - t0
+    order = list(steps)
+    times = {k: [] for k in steps}
+    for r in range(a.steps + 1):
+        for name in order[r % 3:] + order[:r % 3]:
+            t0 = time.perf_counter()
+            steps[name]()
+            if r:  # round 0 warms every model up
+                times[name].append(time.perf_counter() - t0)
+    ratio = {k: statistics.median(u / v for u, v in zip(times[k], times["paper"])) for k in times}
+    return {"backbone": a.backbone, "method": a.method, "median_s": {k: statistics.median(v) for k, v in times.items()},
+            "over_paper_median_of_rounds": ratio, "compile_and_first_step_s": compile_s, "times": times,
+            "loadavg": os.getloadavg()[0]}
 
 
 def w_probing(a) -> dict:
@@ -309,7 +370,7 @@ def w_actckpt(a) -> dict:
             "rss_before_mib": before}
 
 
-WORKERS = {"actckpt": w_actckpt, "frontend": w_frontend, "probing": w_probing, "cache": w_cache, "compress": w_compress,
+WORKERS = {"actckpt": w_actckpt, "cachedstep": w_cachedstep, "frontend": w_frontend, "probing": w_probing, "cache": w_cache, "compress": w_compress,
            "checkpoint": w_checkpoint}
 
 
@@ -328,7 +389,7 @@ def spawn(kind: str, **kw) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", nargs="?", choices=["frontend", "probing", "cache", "checkpoint", "actckpt"])
+    ap.add_argument("what", nargs="?", choices=["frontend", "probing", "cache", "checkpoint", "actckpt", "cachedstep"])
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--worker")
@@ -359,6 +420,10 @@ def main() -> None:
         for fam, name in names.items():
             for m in a.methods.split(","):
                 out.append(spawn("frontend", backbone=name, method=m, steps=a.steps))
+    elif a.what == "cachedstep":
+        for fam, name in names.items():
+            for m in a.methods.split(","):
+                out.append(spawn("cachedstep", backbone=name, method=m, steps=a.steps))
     elif a.what == "probing":
         for fam, name in names.items():
             for path in ("cache", "backbone"):
