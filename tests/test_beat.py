@@ -132,6 +132,31 @@ def test_upsampling_and_short_or_saturated_curves():
         track_beats(np.full(450, np.nan), 75.0)
 
 
+def test_decoding_is_remembered_per_curve(monkeypatch):
+    """An evaluation decodes each test curve once, however many of its outputs read the beats."""
+    from musicpetl.tasks import beat
+
+    calls = []
+    real = beat.track_beats
+    monkeypatch.setattr(beat, "track_beats", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(beat, "_DECODED", type(beat._DECODED)())
+    monkeypatch.setattr(beat, "DECODED_MAX", 2)
+    task = make_task("beat", frame_rate=75.0)
+    a = beat_targets(np.arange(0.3, 6, 0.5), 450, 75.0) * 0.8 + 0.1
+    b = beat_targets(np.arange(0.2, 6, 0.4), 450, 75.0) * 0.8 + 0.1
+    first = task.decode([a, b])
+    again = task.decode([a.astype(np.float64), b])  # the same values in another dtype: the same curve
+    assert len(calls) == 2 and all(np.array_equal(x, y) for x, y in zip(first, again))
+    assert np.allclose(np.diff(first[0]), 0.5, atol=0.02) and np.allclose(np.diff(first[1]), 0.4, atol=0.02)
+    assert not first[0].flags.writeable  # a shared result cannot be changed by a caller
+    task.decode([a[:-1]])  # another curve: decoded, and the oldest entry (a) leaves the bounded memo
+    task.decode([a])
+    assert len(calls) == 4 and len(beat._DECODED) == 2
+    # another frame rate is another decoding
+    make_task("beat", frame_rate=25.0).decode([b])
+    assert len(calls) == 5
+
+
 # ------------------------------------------------------------------------------------- head and loss
 
 def test_frame_head_shapes_and_layer_mixing():
