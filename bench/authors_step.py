@@ -50,11 +50,11 @@ on the path for this process only (our code does not import transformers):
                  AdapterMERT (HubertEncoderLayerAdapter, bottleneck 16, layer_norm and
                  final_layer_norm trained); step = their `common_step` (`last_hidden_state`, time mean,
                  `proj`). `AutoConfig.from_pretrained("m-a-p/MERT-v1-95M")` (a download) is replaced by
-                 their MERTConfig with MERT-v1-95M's architecture (docs: REFERENCE "MERT config") and the
+                 their MERTConfig with MERT-v1-95M's architecture (docs/REFERENCE.md "MERT config") and the
                  dropouts ours use (0.1 hidden / attention / activation); layerdrop 0, so both sides run
                  every layer every step. As their code leaves it, transformers' feature encoder makes
                  its output require grad in training, so their backward runs through the frozen CNN to
-                 the waveform (REFERENCE.md); their attention is transformers' SDPA class (the
+                 the waveform (docs/REFERENCE.md); their attention is transformers' SDPA class (the
                  default), the math path with dropout on CPU, as ours.
   ours-audio / ours-cached: as for MusicFM, with mert-v1-95m.
 """
