@@ -17,7 +17,8 @@ Parts (each can be picked with --parts):
             autocast; per layer the relative error ||h_bf16 - h_fp32|| / ||h_fp32||, and the cosine
             of the time-pooled last layer. Then one LoRA backward both ways from the same weights and
             batch, dropout off: relative error of the trainable gradients (all of them, flattened).
-  methods   per backbone (mert-v1-95m, musicfm-msd) and paper method: the bf16 training step from
+  methods   per backbone (mert-v1-95m, musicfm-msd) and trained method (finetune, probing, the paper's
+            six PETL methods, the LoRA relatives; --methods picks): the bf16 training step from
             audio and, for every method but finetune, from cached front-end frames
             (`forward_embedded`, what `train.cache_frontend` trains on); samples/s and peak memory.
             probing: the head step on pooled features, and the no-grad feature forward it pays once
@@ -44,10 +45,11 @@ import torch.nn.functional as F
 
 from musicpetl.backbones import BACKBONES, build_backbone
 from musicpetl.model import PetlModel, set_activation_checkpointing
-from musicpetl.petl import apply_method
+from musicpetl.petl import METHODS, apply_method
 
 N_OUT = 10
-PAPER_METHODS = ("finetune", "probing", "adapter", "prompt", "prefix", "bitfit", "ssf", "lora")
+# every method a foundation backbone trains with: finetune, probing, the paper's six, the LoRA relatives
+TRAINED_METHODS = tuple(n for n, m in METHODS.items() if m.trains and "foundation" in m.kinds)
 GB = 2 ** 30
 CONTEXT_GIB = 0.5  # CUDA context + cuBLAS workspace outside the caching allocator (approximate)
 
@@ -120,101 +122,108 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # -- parts ------------------------------------------------------------------------------------------
 
+def _measure(row: dict, fn) -> dict:
+    """One measurement into its row; an error goes into the row and the run goes on (one call on a
+    lent device must bring back everything that worked). Out of memory is an answer, not a crash."""
+    try:
+        row.update(fn())
+    except torch.OutOfMemoryError as e:
+        row["error"] = f"out of memory: {str(e).splitlines()[0]}"
+    except Exception as e:  # noqa: BLE001  (recorded, printed, and the next measurement runs)
+        row["error"] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
 def part_bf16(b: Bench, names: list[str], seconds: float) -> list[dict]:
-    out = []
-    for name in names:
+    def one(name):
         model = _model(name, "lora", None, b.device)
         x = b.audio(2, seconds, BACKBONES[name].sample_rate)
-        model.eval()
+        model.eval()  # no dropout: the fused CUDA dropout may lay its random numbers out per dtype
         with torch.no_grad():
             ref = model.backbone(x, model.num_layers)
             with torch.autocast(device_type=b.device.type, dtype=torch.bfloat16):
                 low = model.backbone(x, model.num_layers)
         per_layer = [_rel(h, r) for h, r in zip(low, ref)]
         cos = float(F.cosine_similarity(low[-1].float().mean(1), ref[-1].mean(1), dim=-1).min())
-        # one LoRA step's gradients, fp32 vs bf16 autocast, same weights and batch; dropout off (eval
-        # mode), since the fused CUDA dropout may lay its random numbers out differently per dtype
-        y = torch.tensor([1, 3], device=b.device)
+        y = torch.tensor([1, 3], device=b.device)  # one LoRA backward both ways, same weights and batch
         grads = {}
         for precision in ("fp32", "bf16"):
             model.zero_grad(set_to_none=True)
-            ctx = (torch.autocast(device_type=b.device.type, dtype=torch.bfloat16) if precision == "bf16"
-                   else torch.autocast(device_type=b.device.type, enabled=False))
-            with ctx:
+            with torch.autocast(device_type=b.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = F.cross_entropy(model(x).float(), y)
             loss.backward()
             grads[precision] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-        row = {"backbone": name, "layers": model.num_layers, "seconds": seconds,
-               "hidden_rel_err_per_layer": per_layer, "hidden_rel_err_max": max(per_layer),
-               "pooled_cosine_min": cos, "lora_grad_rel_err": _rel(grads["bf16"], grads["fp32"])}
-        print(json.dumps(row), file=sys.stderr, flush=True)
-        out.append(row)
-        del model
-    return out
+        return {"layers": model.num_layers, "hidden_rel_err_per_layer": per_layer,
+                "hidden_rel_err_max": max(per_layer), "pooled_cosine_min": cos,
+                "lora_grad_rel_err": _rel(grads["bf16"], grads["fp32"])}
+
+    return [_measure({"backbone": name, "seconds": seconds}, lambda: one(name)) for name in names]
 
 
 def part_methods(b: Bench, names: dict[str, float], methods: list[str], batch: int, layers: int) -> list[dict]:
-    out = []
     y = torch.arange(batch, device=b.device) % N_OUT
+
+    def one(name, method, x):
+        b.reset_memory()
+        model = _model(name, method, layers, b.device)
+        model.train()
+        if method == "probing":  # the head on pooled features; the features once, no grad
+            model.eval()
+            with torch.no_grad():
+                fwd = b.time(lambda: model.pooled(x))
+                pooled = model.pooled(x)
+            model.train()
+            head = b.time(train_step(model, model.head, pooled, y))
+            return {"feature_forward_samples_s": batch / statistics.median(fwd),
+                    "head_step_ms": 1e3 * statistics.median(head), "peak_gib": b.peak_gib()}
+        audio = b.time(train_step(model, model, x, y))
+        row = {"audio_step_s": statistics.median(audio), "audio_samples_s": batch / statistics.median(audio),
+               "audio_peak_gib": b.peak_gib()}
+        if method != "finetune":  # every PETL method keeps the front end frozen
+            model.backbone.eval()
+            with torch.no_grad():
+                frames = model.backbone.embed(x)
+            model.train()
+            b.reset_memory()
+            cached = b.time(train_step(model, model.forward_embedded, frames, y))
+            row.update(cached_step_s=statistics.median(cached), cached_samples_s=batch / statistics.median(cached),
+                       cached_peak_gib=b.peak_gib(), cached_speedup=statistics.median(audio) / statistics.median(cached))
+        return row
+
+    out = []
     for name, seconds in names.items():
         x = b.audio(batch, seconds, 24000)
         for method in methods:
-            b.reset_memory()
-            model = _model(name, method, layers, b.device)
-            model.train()
-            row = {"backbone": name, "method": method, "batch": batch, "seconds": seconds, "layers": layers}
-            if method == "probing":  # the head on pooled features; the features once, no grad
-                model.eval()
-                with torch.no_grad():
-                    fwd = b.time(lambda: model.pooled(x))
-                    pooled = model.pooled(x)
-                model.train()
-                head = b.time(train_step(model, model.head, pooled, y))
-                row.update(feature_forward_samples_s=batch / statistics.median(fwd),
-                           head_step_ms=1e3 * statistics.median(head), peak_gib=b.peak_gib())
-            else:
-                audio = b.time(train_step(model, model, x, y))
-                row.update(audio_step_s=statistics.median(audio), audio_samples_s=batch / statistics.median(audio),
-                           audio_peak_gib=b.peak_gib())
-                if method != "finetune":  # every PETL method keeps the front end frozen
-                    model.backbone.eval()
-                    with torch.no_grad():
-                        frames = model.backbone.embed(x)
-                    model.train()
-                    b.reset_memory()
-                    cached = b.time(train_step(model, model.forward_embedded, frames, y))
-                    row.update(cached_step_s=statistics.median(cached),
-                               cached_samples_s=batch / statistics.median(cached), cached_peak_gib=b.peak_gib(),
-                               cached_speedup=statistics.median(audio) / statistics.median(cached))
-            print(json.dumps(row), file=sys.stderr, flush=True)
-            out.append(row)
-            del model
+            meta = {"backbone": name, "method": method, "batch": batch, "seconds": seconds, "layers": layers}
+            out.append(_measure(meta, lambda: one(name, method, x)))
     return out
 
 
 def part_actckpt(b: Bench, name: str, batch: int, seconds: float, accum: int) -> list[dict]:
-    out = []
     y = torch.arange(batch, device=b.device) % N_OUT
     x = b.audio(batch, seconds, 24000)
-    for label, ckpt, k in (("plain", False, 1), ("activation checkpointing", True, 1),
-                           (f"activation checkpointing + grad_accum {accum}", True, accum)):
+
+    def one(ckpt, k):
         b.reset_memory()
         model = _model(name, "finetune", None, b.device)
         set_activation_checkpointing(model, ckpt)
         model.train()
-        try:
-            times = b.time(train_step(model, model, x, y, accum=k), warmup=1)
-            row = {"config": label, "step_s": statistics.median(times), "samples_s": batch / statistics.median(times),
-                   "peak_gib": b.peak_gib(), "reserved_gib": b.reserved_gib()}
-        except torch.OutOfMemoryError as e:  # the answer to "does it fit" is then "no"
-            row = {"config": label, "error": f"out of memory: {str(e).splitlines()[0]}"}
-        reserved = row.get("reserved_gib")
-        # a "24 GB" card has 24 GiB, of which the CUDA context takes ~0.5 GiB
-        row.update(backbone=name, batch=batch, seconds=seconds, layers=model.num_layers,
-                   fits_24gb=None if reserved is None else reserved + CONTEXT_GIB <= 24.0)
-        print(json.dumps(row), file=sys.stderr, flush=True)
+        times = b.time(train_step(model, model, x, y, accum=k), warmup=1)
+        reserved = b.reserved_gib()
+        return {"layers": model.num_layers, "step_s": statistics.median(times),
+                "samples_s": batch / statistics.median(times), "peak_gib": b.peak_gib(), "reserved_gib": reserved,
+                # a "24 GB" card has 24 GiB, of which the CUDA context takes ~0.5 GiB
+                "fits_24gb": None if reserved is None else reserved + CONTEXT_GIB <= 24.0}
+
+    out = []
+    for label, ckpt, k in (("plain", False, 1), ("activation checkpointing", True, 1),
+                           (f"activation checkpointing + grad_accum {accum}", True, accum)):
+        row = _measure({"config": label, "backbone": name, "batch": batch, "seconds": seconds},
+                       lambda: one(ckpt, k))
+        if "error" in row and row["error"].startswith("out of memory"):
+            row["fits_24gb"] = False
         out.append(row)
-        del model
     return out
 
 
@@ -222,7 +231,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--parts", default="bf16,methods,actckpt")
-    ap.add_argument("--methods", default=",".join(PAPER_METHODS))
+    ap.add_argument("--methods", default=",".join(TRAINED_METHODS))
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="tiny backbones, small batches (a smoke check)")
     ap.add_argument("--json", type=Path)
@@ -239,14 +248,14 @@ def main() -> None:
         method_names = {"mert-v1-95m": 5.0, "musicfm-msd": 30.0}
         batch, ft = 16, ("musicfm-msd", 16, 30.0, 4)
     result = {"device": torch.cuda.get_device_name() if b.cuda else "cpu", "torch": torch.__version__}
-    if "bf16" in parts:
-        result["bf16"] = part_bf16(b, bf16_names, 10.0 if not a.quick else 3.0)
-    if "methods" in parts:
-        result["methods"] = part_methods(b, method_names, a.methods.split(","), batch, 6)
-    if "actckpt" in parts:
-        result["actckpt"] = part_actckpt(b, *ft)
-    if a.json:
-        a.json.write_text(json.dumps(result, indent=1) + "\n")
+    runs = {"bf16": lambda: part_bf16(b, bf16_names, 10.0 if not a.quick else 3.0),
+            "methods": lambda: part_methods(b, method_names, a.methods.split(","), batch, 6),
+            "actckpt": lambda: part_actckpt(b, *ft)}
+    for part, run in runs.items():
+        if part in parts:
+            result[part] = run()
+            if a.json:  # after every part: a run cut short still brings back what it measured
+                a.json.write_text(json.dumps(result, indent=1) + "\n")
     print(tables(result))
 
 
@@ -259,13 +268,17 @@ def tables(r: dict) -> str:
     if "bf16" in r:
         lines += ["", "| backbone | layers | hidden states, max rel. error | pooled cosine (min) | LoRA gradients, rel. error |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {x['backbone']} | {x['layers']} | {x['hidden_rel_err_max']:.4f} | {x['pooled_cosine_min']:.5f} "
+        lines += [f"| {x['backbone']} | {x['error']} | | | |" if "error" in x else
+                  f"| {x['backbone']} | {x['layers']} | {x['hidden_rel_err_max']:.4f} | {x['pooled_cosine_min']:.5f} "
                   f"| {x['lora_grad_rel_err']:.4f} |" for x in r["bf16"]]
     if "methods" in r:
         lines += ["", "| backbone | method | batch x s | audio: samples/s | audio: peak GiB | cached: samples/s "
                   "| cached: peak GiB | cached speed-up |", "|---|---|---|---|---|---|---|---|"]
         for x in r["methods"]:
-            if x["method"] == "probing":
+            if "error" in x:
+                lines.append(f"| {x['backbone']} | {x['method']} | {x['batch']} x {x['seconds']:g} | {x['error']} "
+                             f"| | | | |")
+            elif x["method"] == "probing":
                 lines.append(f"| {x['backbone']} | probing | {x['batch']} x {x['seconds']:g} | feature forward "
                              f"{x['feature_forward_samples_s']:.1f}; head step {x['head_step_ms']:.2f} ms "
                              f"| {f(x['peak_gib'], '.2f')} | | | |")
@@ -279,7 +292,7 @@ def tables(r: dict) -> str:
                   "|---|---|---|---|---|"]
         for x in r["actckpt"]:
             if "error" in x:
-                lines.append(f"| {x['config']} | {x['error']} | | | no |")
+                lines.append(f"| {x['backbone']}, {x['config']} | {x['error']} | | | {x.get('fits_24gb', '-')} |")
             else:
                 lines.append(f"| {x['backbone']}, {x['layers']} layers, {x['config']} ({x['batch']} x {x['seconds']:g} s) "
                              f"| {x['samples_s']:.1f} "
