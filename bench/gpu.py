@@ -12,7 +12,7 @@ backward, clip, Adam, zero_grad. Timings: CUDA-synchronised wall time, median of
 2 warm-up steps; memory: `torch.cuda.max_memory_allocated` over the warm-up and timed steps, reset
 before the model is built (weights, gradients, Adam state and activations all count).
 
-Parts (each can be picked with --parts):
+Parts (each can be picked with --parts; pipeline runs first: if it fails, the figures are suspect):
   bf16      per foundation backbone (all its layers): no-grad eval forward of 2 x 10 s, fp32 vs bf16
             autocast; per layer the relative error ||h_bf16 - h_fp32|| / ||h_fp32||, and the cosine
             of the time-pooled last layer. Then one LoRA backward both ways from the same weights and
@@ -23,6 +23,12 @@ Parts (each can be picked with --parts):
             (`forward_embedded`, what `train.cache_frontend` trains on); samples/s and peak memory.
             probing: the head step on pooled features, and the no-grad feature forward it pays once
             per item (its samples/s).
+  pipeline  the train and evaluate code on this device, end to end, tiny backbones: a small genre
+            store of synthetic clips (written through prepare_store from memory), then per backbone
+            probing (features cached by cache_features on the device, the head trained and tested
+            from the cache), LoRA from audio and LoRA with the cached front end, each in fp32 and
+            bf16; the run file reloaded on the device, LoRA merged, the test split scored. Catches
+            what CPU tests cannot: a tensor left on the wrong device. Per row: ok or the error.
   actckpt   musicfm-msd full fine-tuning, all 12 layers, 30 s clips: batch 16 plain, batch 16 with
             `train.activation_checkpointing`, and 4 micro-batches of 4 (`train.grad_accum: 4`) with
             checkpointing; peak allocated and peak reserved memory, samples/s, and whether the
@@ -200,6 +206,87 @@ def part_methods(b: Bench, names: dict[str, float], methods: list[str], batch: i
     return out
 
 
+def _genre_store(root: Path, sr: int = 24000, seconds: float = 3.0) -> "AudioStore":
+    """4 classes of click trains (60, 90, 120, 150 BPM) in noise, 12 / 4 / 4 clips per class for
+    train / valid / test, written through prepare_store from memory (no audio files, no decoder)."""
+    import numpy as np
+
+    from musicpetl.data.store import AudioStore, prepare_store
+
+    rng = np.random.default_rng(0)
+    n = int(seconds * sr)
+    waves, items = {}, []
+    for c, bpm in enumerate((60, 90, 120, 150)):
+        for k in range(20):
+            wave = 0.05 * rng.standard_normal(n).astype(np.float32)
+            period, phase = int(sr * 60 / bpm), int(rng.integers(0, sr // 2))
+            for start in range(phase, n - 240, period):
+                wave[start:start + 240] += np.hanning(240).astype(np.float32) * 0.8
+            key = f"c{c}_{k:02d}"
+            waves[f"{key}.wav"] = wave
+            items.append({"key": key, "split": "train" if k < 12 else "valid" if k < 16 else "test",
+                          "audio_path": f"{key}.wav", "label": c})
+    prepare_store(items, root, root / "store", sr, {"dataset": "clicks", "task": "genre",
+                                                     "classes": ["60", "90", "120", "150"]},
+                  progress=False, decode=lambda path, rate: waves[path.name])
+    return AudioStore(root / "store")
+
+
+def part_pipeline(b: Bench, names: list[str], steps: int) -> list[dict]:
+    import tempfile
+
+    from musicpetl.backbones import load_from_params
+    from musicpetl.config import parse_params
+    from musicpetl.evaluate import predict_tracks, predict_tracks_from_cache, score
+    from musicpetl.features import FeatureCache, cache_features
+    from musicpetl.petl import prepare_for_inference
+    from musicpetl.run_io import load_run
+    from musicpetl.tasks import make_task
+    from musicpetl.train import train
+
+    tmp = Path(tempfile.mkdtemp(prefix="musicpetl-gpu-"))
+    store = _genre_store(tmp)
+    task = make_task("genre", store.meta["classes"])
+    labels = [r["label"] for r in store.rows("test")]
+
+    def one(name, method, precision, cached):
+        p = parse_params({"backbone": {"name": name, "num_layers": 4, "segment_seconds": 1.5}, "petl": {"method": method},
+                          "train": {"max_steps": steps, "eval_every": max(1, steps // 2), "batch_size": 8, "lr": 1e-3,
+                                    "crop_seconds": 2.0, "device": b.device.type, "precision": precision,
+                                    "cache_frontend": cached, "checkpoint_every": 0},
+                          "eval": {"batch_size": 4, "bootstrap": 200}})
+        run = tmp / f"{name}-{method}-{precision}-{int(cached)}.safetensors"
+        seconds = 1.5
+        cache = None
+        if method == "probing":  # the features once per backbone, computed on the device
+            path = tmp / f"{name}-features.h5"
+            if not path.exists():
+                backbone = load_from_params(p.backbone, p.seed).to(b.device)
+                cache_features(store, backbone, path, 4, seconds, batch_size=4, progress=False)
+            cache = FeatureCache(path)
+        t0 = time.perf_counter()
+        summary = train(p, task, store, cache, run, progress=False, frontend_root=tmp / "frontend")
+        train_s = time.perf_counter() - t0
+        model = load_run(run, device=b.device)
+        on_device = all(q.device.type == b.device.type for q in model.parameters())
+        if method == "probing":
+            probs = predict_tracks_from_cache(model.head, cache, "test", model.num_layers, task)
+        else:
+            model.backbone = prepare_for_inference(model.backbone, method)
+            probs = predict_tracks(model, store, "test", task, seconds, 4, progress=False)
+        result = score(task, labels, probs, n_boot=200)
+        return {"ok": on_device, "train_s": train_s, "best_valid": summary["best_valid"],
+                "test_accuracy": result["accuracy"], "n_test": result["n"], "run_on_device": on_device}
+
+    out = []
+    for name in names:
+        for method, cached in (("probing", False), ("lora", False), ("lora", True)):
+            for precision in ("fp32", "bf16"):
+                meta = {"backbone": name, "method": method, "cache_frontend": cached, "precision": precision}
+                out.append(_measure(meta, lambda: one(name, method, precision, cached)))
+    return out
+
+
 def part_actckpt(b: Bench, name: str, batch: int, seconds: float, accum: int) -> list[dict]:
     y = torch.arange(batch, device=b.device) % N_OUT
     x = b.audio(batch, seconds, 24000)
@@ -230,7 +317,7 @@ def part_actckpt(b: Bench, name: str, batch: int, seconds: float, accum: int) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--parts", default="bf16,methods,actckpt")
+    ap.add_argument("--parts", default="pipeline,bf16,methods,actckpt")
     ap.add_argument("--methods", default=",".join(TRAINED_METHODS))
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="tiny backbones, small batches (a smoke check)")
@@ -248,7 +335,8 @@ def main() -> None:
         method_names = {"mert-v1-95m": 5.0, "musicfm-msd": 30.0}
         batch, ft = 16, ("musicfm-msd", 16, 30.0, 4)
     result = {"device": torch.cuda.get_device_name() if b.cuda else "cpu", "torch": torch.__version__}
-    runs = {"bf16": lambda: part_bf16(b, bf16_names, 10.0 if not a.quick else 3.0),
+    runs = {"pipeline": lambda: part_pipeline(b, ["mert-tiny", "musicfm-tiny"], 10 if a.quick else 40),
+            "bf16": lambda: part_bf16(b, bf16_names, 10.0 if not a.quick else 3.0),
             "methods": lambda: part_methods(b, method_names, a.methods.split(","), batch, 6),
             "actckpt": lambda: part_actckpt(b, *ft)}
     for part, run in runs.items():
@@ -265,6 +353,14 @@ def tables(r: dict) -> str:
         return "-" if v is None else format(v, fmt)
 
     lines = [f"{r['device']}, torch {r['torch']}"]
+    if "pipeline" in r:
+        lines += ["", "| backbone | method | cached front end | precision | result | train (s) | valid | test accuracy (n) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for x in r["pipeline"]:
+            head = f"| {x['backbone']} | {x['method']} | {x['cache_frontend']} | {x['precision']} "
+            lines.append(head + (f"| {x['error']} | | | |" if "error" in x else
+                                 f"| {'ok' if x['ok'] else 'run not on the device'} | {x['train_s']:.1f} "
+                                 f"| {x['best_valid']:.3f} | {x['test_accuracy']:.3f} ({x['n_test']}) |"))
     if "bf16" in r:
         lines += ["", "| backbone | layers | hidden states, max rel. error | pooled cosine (min) | LoRA gradients, rel. error |",
                   "|---|---|---|---|---|"]

@@ -6,7 +6,11 @@ from musicpetl.stage import run_stage
 
 
 def main(p):
+    from musicpetl import distributed
+
+    distributed.claim_gpu()  # N queued experiments on N GPUs: one each (README "Training at scale")
     from musicpetl.analysis.correlate import compare, plot, track_means, trained_features
+    from musicpetl.device import pick_device
     from musicpetl.data.store import AudioStore
     from musicpetl.features import FeatureCache
     from musicpetl.io import write_json
@@ -20,7 +24,7 @@ def main(p):
     if BACKBONES[name].baseline:  # no pre-trained features to compare with (README "Baselines")
         return not_applicable(p, f"{name} is a {BACKBONES[name].kind} baseline: no pre-trained features")
     store = AudioStore("data/prepared")
-    model = load_run(Path("models/run.safetensors"))
+    model = load_run(Path("models/run.safetensors"), device=pick_device("auto"))  # a GPU when one is visible
     model.backbone = prepare_for_inference(model.backbone, model.method)
     cache = FeatureCache("data/features.h5")
     feats, item, keys = cache.split("test", layers=model.num_layers)  # the cache may hold deeper layers

@@ -8,7 +8,11 @@ from musicpetl.stage import run_stage
 
 
 def main(p):
+    from musicpetl import distributed
+
+    distributed.claim_gpu()  # N queued experiments on N GPUs: one each (README "Training at scale")
     from musicpetl.data.store import AudioStore
+    from musicpetl.device import pick_device
     from musicpetl.evaluate import (predict_tracks, predict_tracks_from_cache, save_confusion, save_predictions,
                                     save_predictions_csv, score)
     from musicpetl.features import FeatureCache, feature_fingerprint
@@ -18,7 +22,7 @@ def main(p):
     from musicpetl.tasks import make_task
 
     store = AudioStore("data/prepared")
-    model = load_run(Path("models/run.safetensors"))
+    model = load_run(Path("models/run.safetensors"), device=pick_device("auto"))  # a GPU when one is visible
     task = make_task(store.meta["task"], store.meta.get("classes"), frame_rate=model.backbone.frame_rate)
     rows = store.rows("test")
     seconds = p.backbone.segment_seconds or model.backbone.default_segment_seconds

@@ -57,3 +57,25 @@ def test_prepare_is_atomic(tmp_path, monkeypatch):
         prepare_store(rows, tmp_path, tmp_path / "store", 24000, {}, progress=False)
     assert not (tmp_path / "store").exists()
     assert not any(p.name.startswith(".store.tmp") for p in tmp_path.iterdir())
+
+
+def test_prepare_from_audio_in_memory(tmp_path):
+    """`decode` replaces reading files: the same checks, the same int16 store, nothing read from disk."""
+    from musicpetl.audio import AudioError
+
+    sr = 24000
+    t = np.arange(2 * sr) / sr
+    waves = {"a.wav": (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), "quiet.wav": np.zeros(2 * sr, np.float32)}
+
+    def decode(path, sample_rate):
+        assert sample_rate == sr
+        if path.name not in waves:
+            raise AudioError(f"no such clip in memory: {path.name}")
+        return waves[path.name]
+
+    rows = [{"key": k, "split": "train", "audio_path": f"{k}.wav", "label": 0} for k in ("a", "quiet", "gone")]
+    summary = prepare_store(rows, tmp_path / "nowhere", tmp_path / "store", sr, {"task": "genre"}, progress=False,
+                            decode=decode)
+    assert summary["kept"]["train"] == 1 and summary["rejected_reasons"] == {"silent": 1, "no such clip in memory: gone.wav": 1}
+    store = AudioStore(tmp_path / "store")
+    assert np.abs(store.audio(store.rows("train")[0]) - waves["a.wav"]).max() <= 0.5 / 32767 + 1e-7

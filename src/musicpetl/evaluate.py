@@ -83,7 +83,8 @@ def predict_tracks_from_cache(head, cache: FeatureCache, split: str, layer: int,
         feats, item, keys = cache.split(split, layer)
     else:
         feats, item, keys = cache.split(split, layers=layer)
-    probs = task.probabilities(head(torch.from_numpy(feats).float())).numpy()
+    dev = next(head.parameters()).device  # the cache is read on the CPU; a probing run's head may be on a GPU
+    probs = task.probabilities(head(torch.from_numpy(feats).float().to(dev))).cpu().numpy()
     head.train(was_training)
     out = np.zeros((len(keys), probs.shape[1]), dtype=np.float64)
     np.add.at(out, item, probs)
@@ -100,11 +101,12 @@ def _frame_curves_from_cache(head, cache: FeatureCache, split: str, layer: int, 
     ff = cache.frames(split, layer) if last else cache.frames(split, layers=layer)
     was_training = head.training
     head.eval()
+    dev = next(head.parameters()).device
     pieces: list[list] = [[] for _ in ff.keys]
     for b in range(0, len(ff), batch_segments):
         segs = range(b, min(b + batch_segments, len(ff)))
         width = max(ff.n_frames(s) for s in segs)
-        probs = task.probabilities(head(ff.padded(segs, width))).numpy()
+        probs = task.probabilities(head(ff.padded(segs, width).to(dev))).cpu().numpy()
         for s, curve in zip(segs, probs):
             pieces[int(ff.seg_item[s])].append((int(ff.seg_start[s]), curve[:ff.n_frames(s)]))
     head.train(was_training)

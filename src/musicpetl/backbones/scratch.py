@@ -97,7 +97,8 @@ class ScratchNet(BaselineModule):
         self.eval()  # no BatchNorm statistics updated by this probe
         try:
             with torch.no_grad():
-                return int(self(torch.zeros(1, int(n_samples)))[0].shape[1])
+                device = next(self.parameters()).device  # the probe runs where the model is (a GPU too)
+                return int(self(torch.zeros(1, int(n_samples), device=device))[0].shape[1])
         finally:
             self.train(was)
 

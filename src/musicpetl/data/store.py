@@ -30,11 +30,14 @@ def check_clip(wave: np.ndarray, sr: int, min_seconds: float) -> str | None:
 
 
 def prepare_store(items: list[dict], audio_root: Path, out_dir: Path, sample_rate: int, meta: dict,
-                  min_seconds: float = 1.0, progress: bool = True) -> dict:
+                  min_seconds: float = 1.0, progress: bool = True, decode=None) -> dict:
     """Decode `items` (manifest rows) into `out_dir/{split}.npy` + `index.jsonl` + `rejected.jsonl`.
 
-    `meta` (dataset, task, class list) is stored beside them as meta.json.
+    `meta` (dataset, task, class list) is stored beside them as meta.json. `decode(path, sample_rate)`
+    gives an item's mono float waveform (default: audio.load, the files on disk; raising AudioError
+    rejects the item); a caller with audio already in memory passes its own.
     """
+    decode = decode or load
     audio_root = Path(audio_root)
     index, rejected = [], []
     with atomic_dir(out_dir) as tmp:
@@ -44,7 +47,7 @@ def prepare_store(items: list[dict], audio_root: Path, out_dir: Path, sample_rat
             for row in tqdm(rows, desc=f"prepare {split}", disable=not progress, unit="clip"):
                 path = audio_root / row["audio_path"]
                 try:
-                    wave = load(path, sample_rate)
+                    wave = decode(path, sample_rate)
                     reason = check_clip(wave, sample_rate, min_seconds)
                 except AudioError as err:
                     reason = str(err)

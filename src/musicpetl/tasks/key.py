@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mir_eval
 import numpy as np
 
 from .base import SingleLabelTask
@@ -23,6 +22,8 @@ class KeyTask(SingleLabelTask):
     classes: tuple[str, ...] = KEY_NAMES
 
     def item_scores(self, labels, probs):
+        import mir_eval  # here: importing the task registry stays light
+
         pred = self.decode(np.asarray(probs))
         # mir_eval's MIREX weighting: 1 same, 0.5 fifth, 0.3 relative, 0.2 parallel
         scores = [mir_eval.key.weighted_score(key_name(t), key_name(p)) for t, p in zip(labels, pred)]

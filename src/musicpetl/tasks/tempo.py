@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch.nn.functional as F
-from madmom.evaluation.tempo import TempoEvaluation
 
 from .base import Task
 from musicpetl.errors import InputError
@@ -64,6 +63,8 @@ class TempoTask(Task):
         return decode_tempo(probs)
 
     def item_scores(self, labels, probs):
+        from madmom.evaluation.tempo import TempoEvaluation  # here: importing the task registry stays light
+
         pred = self.decode(probs)
         acc1, acc2 = [], []
         for t, p in zip(labels, pred):
