@@ -164,7 +164,14 @@ def part_bf16(b: Bench, names: list[str], seconds: float) -> list[dict]:
                 "hidden_rel_err_max": max(per_layer), "pooled_cosine_min": cos,
                 "lora_grad_rel_err": _rel(grads["bf16"], grads["fp32"])}
 
-    return [_measure({"backbone": name, "seconds": seconds}, lambda: one(name)) for name in names]
+    # the fp32 reference is fp32 (no TF32) in matrix products and convolutions alike; the other parts
+    # run with torch's defaults, as the train stage does
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        return [_measure({"backbone": name, "seconds": seconds}, lambda: one(name)) for name in names]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def part_methods(b: Bench, names: dict[str, float], methods: list[str], batch: int, layers: int) -> list[dict]:
@@ -323,7 +330,6 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny backbones, small batches (a smoke check)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 in the bf16 comparison
     b = Bench(torch.device(a.device), 2 if a.quick else a.steps)
     parts = set(a.parts.split(","))
     if a.quick:

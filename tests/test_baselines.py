@@ -75,6 +75,18 @@ def test_scratch_network_builds_with_its_spec_and_shapes(name):
         assert head(x).shape == (2, 10)
 
 
+@pytest.mark.parametrize("name", SCRATCH)
+def test_scratch_input_is_fp32_under_bf16_autocast(name):
+    """train.precision bf16 autocasts the forward: the resampling and spectrogram (no parameters)
+    still run in fp32, as in validation and evaluation (no autocast), so training sees their input."""
+    model = build_backbone(name, num_layers=6, seed=0).eval()
+    x = 0.1 * torch.randn(1, int(BACKBONES[name].default_segment_seconds * SR), generator=torch.Generator().manual_seed(0))
+    plain = model.embed(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = model.embed(x)
+    assert cast.dtype == torch.float32 and torch.equal(cast, plain)
+
+
 def test_shortchunk_is_won_et_al_s_architecture():
     model = build_backbone("shortchunk-cnn")
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]

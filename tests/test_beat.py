@@ -185,6 +185,15 @@ def test_loss_ignores_padding_frames():
     with pytest.raises(InputError, match="differ in shape"):
         task.loss(torch.zeros(2, 4), target)
     assert task.probabilities(torch.zeros(1, 3, 1)).shape == (1, 3)
+    # the masked mean equals BCE over the counted frames alone; all padding: 0, with a gradient
+    rand = torch.randn(2, 5, generator=torch.Generator().manual_seed(0))
+    ok = target >= 0
+    expect = torch.nn.functional.binary_cross_entropy_with_logits(rand[ok], target[ok])
+    assert torch.allclose(task.loss(rand, target), expect, rtol=1e-6, atol=0)
+    padded = torch.zeros(2, 5, requires_grad=True)
+    empty = task.loss(padded, torch.full((2, 5), -1.0))
+    empty.backward()
+    assert empty.item() == 0.0 and padded.grad is not None and padded.grad.abs().sum() == 0
 
 
 def test_frame_head_learns_beats_from_frame_features(synth_clips, torch_threads):

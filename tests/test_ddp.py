@@ -30,9 +30,11 @@ OVERRIDES = {"backbone.num_layers": 2, "backbone.segment_seconds": SEGMENT_SECON
 ATOL = 1e-5
 
 
-def _worker(rank: int, world: int, init: str, store_root: str, out: str) -> None:
+def _worker(rank: int, world: int, init: str, store_root: str, out: str, overrides: dict = OVERRIDES,
+            cache_paths: list[str] | None = None) -> None:
     from musicpetl.data.store import AudioStore
     from musicpetl.distributed import DistContext
+    from musicpetl.features import FeatureCache
     from musicpetl.tasks import make_task
     from musicpetl.train import train
 
@@ -42,7 +44,8 @@ def _worker(rank: int, world: int, init: str, store_root: str, out: str) -> None
         store = AudioStore(store_root)
         task = make_task(store.meta["task"], store.meta["classes"])
         live, probs = Recorder(), {}
-        summary = train(fixture_params(OVERRIDES), task, store, None, Path(out) / "run.safetensors",
+        cache = FeatureCache(cache_paths[rank]) if cache_paths else None
+        summary = train(fixture_params(overrides), task, store, cache, Path(out) / "run.safetensors",
                         live=live if rank == 0 else None, progress=False,
                         dist=DistContext(rank=rank, world=world, device=torch.device("cpu")),
                         on_validate=lambda step, score, p: probs.setdefault(step, p.tolist()))
@@ -89,6 +92,51 @@ def test_two_ddp_processes_match_one_process_accumulating(tiny_store, genre_task
     assert initial and all(want[n].abs().max() > 0 for n in initial)  # it trained: up-projections left zero
 
 
+def test_ddp_probing_takes_rank_0s_validation(tiny_store, genre_task, tmp_path, torch_threads):
+    """Probing validates on the feature cache: rank 0 scores and every rank takes its probabilities,
+    so the ranks can never disagree on the best step or on early stopping (a rank that stopped alone
+    would leave the others waiting in the next all-reduce)."""
+    import shutil
+
+    import h5py
+    import torch.multiprocessing as mp
+
+    from musicpetl.backbones import load_from_params
+    from musicpetl.features import FeatureCache, cache_features
+
+    over = {**OVERRIDES, "petl.method": "probing", "train.patience": 1}
+    p = fixture_params(over)
+    cache = tmp_path / "features.h5"
+    cache_features(tiny_store, load_from_params(p.backbone, p.seed), cache, 2, SEGMENT_SECONDS, progress=False)
+    # rank 1 reads a copy whose validation features are off: if it scored on its own, it would disagree
+    other = tmp_path / "features-rank1.h5"
+    shutil.copy(cache, other)
+    with h5py.File(other, "r+") as h5:
+        h5["valid/features"][...] = h5["valid/features"][...] * 3.0 + 1.0
+    ddp = tmp_path / "ddp"
+    ddp.mkdir()
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_worker, args=(r, 2, f"file://{tmp_path / 'rendezvous'}", str(tiny_store.root),
+                                               str(ddp), over, [str(cache), str(other)])) for r in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=600)
+        assert proc.exitcode == 0, f"a rank failed (exit {proc.exitcode})"
+    ranks = [json.loads((ddp / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["probs"] == ranks[1]["probs"] and ranks[0]["probs"]
+    assert ranks[0]["summary"]["best_step"] == ranks[1]["summary"]["best_step"]
+    single = {}
+    from musicpetl.train import train
+
+    train(fixture_params({**over, "train.grad_accum": 2}), genre_task, tiny_store, FeatureCache(cache),
+          tmp_path / "single.safetensors", progress=False, on_validate=lambda step, score, pr: single.setdefault(
+              str(step), pr.tolist()))
+    assert single.keys() == ranks[0]["probs"].keys()
+    for step in single:
+        np.testing.assert_allclose(ranks[0]["probs"][step], single[step], rtol=0, atol=ATOL)
+
+
 def test_gpu_claims_give_each_process_its_own_gpu(tmp_path):
     """`dvc queue start -j N` on N GPUs: each train process claims a different one (lock files held
     for the process's life); with all taken, the next gets none. CPU machine: the GPU ids are given."""
@@ -110,6 +158,34 @@ def test_gpu_claims_give_each_process_its_own_gpu(tmp_path):
     out = subprocess.run([sys.executable, "-c", code.replace("time.sleep(30)", "pass")], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "0"
+
+
+def test_gpus_are_counted_without_initialising_cuda(tmp_path, monkeypatch):
+    """With CUDA_VISIBLE_DEVICES unset, the GPUs are counted through NVML (torch.cuda.device_count),
+    never through torch.cuda.is_available(), whose cuInit would make the driver ignore the
+    CUDA_VISIBLE_DEVICES the claim then sets (every experiment on GPU 0)."""
+    import torch
+
+    from musicpetl import distributed
+
+    def initialises_cuda():
+        raise AssertionError("claim_gpu called torch.cuda.is_available(): CUDA would start before the claim")
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("MUSICPETL_GPU_LOCKS", str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "is_available", initialises_cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(distributed, "_HELD", [])
+    try:
+        assert distributed.claim_gpu() == "0" and os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+        assert distributed.claim_gpu() == "1"  # GPU 0's lock is held (by the first claim's file)
+    finally:
+        for fh in distributed._HELD:
+            fh.close()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)  # a CPU machine: nothing to claim
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert distributed.claim_gpu() is None and "CUDA_VISIBLE_DEVICES" not in os.environ
 
 
 @pytest.mark.slow  # three stage processes under torchrun (imports dominate)

@@ -162,6 +162,25 @@ def test_collect_inputs(audio_dir, tmp_path):
         collect_inputs([tmp_path / "empty"])
 
 
+def test_a_device_failure_stops_predict_instead_of_filling_error_rows(genre_run, audio_dir, torch_threads):
+    """Out of memory or a CUDA error is the device's, not a file's: predict stops (a bad file still
+    gets its error row, the previous test)."""
+    import torch
+
+    predictor = load_predictor(genre_run, device="cpu", batch_size=3)
+    files = collect_inputs([audio_dir])
+    for failure in (torch.OutOfMemoryError("CUDA out of memory"), torch.AcceleratorError("CUDA error: device-side assert")):
+        def fail(path, failure=failure):
+            raise failure
+
+        predictor.file = fail
+        with pytest.raises(type(failure)):
+            predict_files(predictor, files, io.StringIO(), progress=False)
+    predictor.file = lambda path: (_ for _ in ()).throw(RuntimeError("a decoder's complaint"))
+    stats = predict_files(predictor, files, io.StringIO(), progress=False)
+    assert stats["errors"] == len(files)
+
+
 def test_predict_rows_match_the_evaluate_way_on_the_merged_model(genre_run, audio_dir, tmp_path, torch_threads):
     from musicpetl.data.synth import STYLES
     from musicpetl.run_io import load_run

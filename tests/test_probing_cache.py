@@ -52,6 +52,9 @@ def test_cached_probing_predictions_equal_the_backbone_in_the_loop(backbone, tin
                                  progress=False)
         assert from_cache.shape == in_loop.shape == (len(keys), genre_task.n_outputs)
         np.testing.assert_allclose(from_cache, in_loop, rtol=0, atol=ATOL)
+        # the head reads the cache a batch of segments at a time: batches that split tracks give the same
+        np.testing.assert_allclose(predict_tracks_from_cache(model.head, cache, split, LAYERS, genre_task,
+                                                             batch_rows=2), from_cache, rtol=0, atol=1e-6)
 
     # the comparison can fail: the previous layer's features give other predictions
     assert np.abs(predict_tracks_from_cache(model.head, cache, "test", LAYERS - 1, genre_task) - in_loop).max() > 1e-3

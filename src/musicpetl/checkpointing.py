@@ -90,7 +90,8 @@ def rng_state() -> dict:
              "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
                        "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # this process's GPU only: a run may resume seeing fewer GPUs (a claimed one, CUDA_VISIBLE_DEVICES)
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -100,7 +101,7 @@ def set_rng_state(state: dict) -> None:
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])  # (checkpoints of older code never resume: the key has a code digest)
 
 
 def _tuplify(x):

@@ -147,7 +147,10 @@ def claim_gpu(visible: list[str] | None = None) -> str | None:
         else:
             import torch
 
-            visible = [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+            # device_count() asks NVML and leaves CUDA uninitialised; is_available() would call cuInit,
+            # after which the driver ignores the CUDA_VISIBLE_DEVICES set below (every claimant on GPU 0).
+            # Without NVML it falls back to the runtime, and the restriction may not take (then: shared).
+            visible = [str(i) for i in range(torch.cuda.device_count())]
     if len(visible) < 2:
         return visible[0] if visible else None
     locks = _lock_dir()

@@ -69,10 +69,11 @@ def predict_tracks(model, store: AudioStore, split: str, task: Task, segment_sec
 
 @torch.no_grad()
 def predict_tracks_from_cache(head, cache: FeatureCache, split: str, layer: int, task: Task,
-                              expect: dict | None = None) -> np.ndarray:
+                              expect: dict | None = None, batch_rows: int = 8192) -> np.ndarray:
     """Probing: the head on cached segment features, averaged per track. `layer`: the last used
     layer (a head that mixes layers reads layers 1..layer). `expect`: the reader's
-    `features.feature_fingerprint`, checked against the cache's."""
+    `features.feature_fingerprint`, checked against the cache's. The head sees `batch_rows`
+    segments at a time (a whole split at once could fill a GPU)."""
     if expect is not None:
         cache.check(expect)
     if is_frame_level(task):
@@ -84,7 +85,9 @@ def predict_tracks_from_cache(head, cache: FeatureCache, split: str, layer: int,
     else:
         feats, item, keys = cache.split(split, layers=layer)
     dev = next(head.parameters()).device  # the cache is read on the CPU; a probing run's head may be on a GPU
-    probs = task.probabilities(head(torch.from_numpy(feats).float().to(dev))).cpu().numpy()
+    probs = np.concatenate([task.probabilities(head(torch.from_numpy(feats[i:i + batch_rows]).to(dev).float()))
+                            .cpu().numpy() for i in range(0, len(feats), batch_rows)]
+                           or [np.zeros((0, task.n_outputs), np.float32)])
     head.train(was_training)
     out = np.zeros((len(keys), probs.shape[1]), dtype=np.float64)
     np.add.at(out, item, probs)

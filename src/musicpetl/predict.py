@@ -286,6 +286,10 @@ def error_row(task, path: Path, err: Exception, threshold: float) -> list:
     return cells + [""] * (len(header(task, threshold)) - len(cells))
 
 
+# errors of the device, not of a file: out of memory, a CUDA error (a device-side assert stays sticky)
+DEVICE_FAILURES = (torch.OutOfMemoryError, torch.AcceleratorError)
+
+
 def predict_files(predictor: Predictor, files: list[Path], out, threshold: float = 0.5,
                   progress: bool = True) -> dict:
     """Write one CSV row per file to the text stream `out` (flushed after each, so a long batch
@@ -310,6 +314,8 @@ def predict_files(predictor: Predictor, files: list[Path], out, threshold: float
             stats["ok"] += 1
             stats["audio_seconds"] += seconds
         except (AudioError, OSError, RuntimeError, ValueError) as err:  # an unreadable file: its row says why
+            if isinstance(err, DEVICE_FAILURES):  # not the file's fault: every later file would fail too
+                raise
             cells = error_row(predictor.task, path, err, threshold)
             stats["errors"] += 1
         writer.writerow(cells)

@@ -35,7 +35,7 @@ def trained_state(model: PetlModel, method: str) -> dict[str, torch.Tensor]:
     else:
         keep = ({n for n, p in model.named_parameters() if p.requires_grad} | {n for n in state if n.startswith("head.")}
                 | model.trained_buffer_names())
-    return {n: state[n].detach().cpu().clone().contiguous() for n in sorted(keep)}
+    return {n: state[n].detach().to("cpu", copy=True).contiguous() for n in sorted(keep)}  # one copy, from a GPU too
 
 
 def save_run(path: Path, model: PetlModel, method: str, method_cfg: dict, backbone_name: str, num_layers: int,
@@ -118,8 +118,8 @@ def load_run(path: Path, device: str | torch.device = "cpu") -> PetlModel:
     else:
         backbone = load_backbone(cfg["backbone"], cfg.get("checkpoint") or None, cfg["num_layers"], seed=seed,
                                  **overrides)
-    with torch.random.fork_rng():  # method modules are created, then overwritten by the stored tensors
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # method modules are created (on the CPU), then overwritten
+        torch.default_generator.manual_seed(seed)  # by the stored tensors
         apply_method(backbone, cfg["method"], cfg["method_cfg"])
         model = PetlModel(backbone, cfg["n_outputs"], cfg["num_layers"], method=cfg["method"],
                           layer_input=cfg.get("layer_input", "last"), frame_level=cfg.get("frame_level", False))

@@ -50,8 +50,8 @@ def build_model(p: Params, task: Task) -> PetlModel:
     b = p.backbone
     backbone = load_from_params(b, p.seed)
     apply_method(backbone, p.petl.method, p.method_options())
-    with torch.random.fork_rng():
-        torch.manual_seed(p.seed + 1)
+    with torch.random.fork_rng(devices=[]):  # the head is built on the CPU: its generator only
+        torch.default_generator.manual_seed(p.seed + 1)
         return PetlModel(backbone, task.n_outputs, b.num_layers, method=p.petl.method,
                          layer_input=p.train.layer_input, frame_level=is_frame_level(task))
 
@@ -186,8 +186,9 @@ def train(p: Params, task: Task, store: AudioStore, cache: FeatureCache | None, 
     amp = t.precision == "bf16"
 
     def validate():
-        if on_cache:
-            probs = predict_tracks_from_cache(model.head, cache, "valid", p.backbone.num_layers, task)
+        if on_cache:  # rank 0 scores, every rank takes its probabilities: one score, one early-stopping decision
+            probs = dist.broadcast(predict_tracks_from_cache(model.head, cache, "valid", p.backbone.num_layers, task)
+                                   if dist.is_main else None)
         else:
             probs = _shard_validate(model, store, task, segment_seconds, p.eval.batch_size, dist)
         return task.metrics(valid_labels, probs)[task.primary_metric], probs
@@ -222,7 +223,8 @@ def train(p: Params, task: Task, store: AudioStore, cache: FeatureCache | None, 
             from torch.utils.data import DataLoader
 
             loader = DataLoader(data, batch_sampler=StepBatches(stream, mine, start + 1, t.max_steps),
-                                num_workers=t.num_workers, persistent_workers=False)
+                                num_workers=t.num_workers, persistent_workers=False,
+                                pin_memory=device.type == "cuda")  # so the non_blocking copies below are
             it = iter(loader)
             for _ in range(start + 1, t.max_steps + 1):
                 yield [next(it) for _ in mine]

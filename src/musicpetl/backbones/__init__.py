@@ -142,8 +142,10 @@ def check_backbone_name(name: str) -> BackboneSpec:
 def build_backbone(name: str, num_layers: int | None = 6, seed: int = 0, **cfg_overrides) -> Backbone:
     """The architecture with a seeded random init and only the first `num_layers` layers kept."""
     spec = check_backbone_name(name)
-    with torch.random.fork_rng():  # construction-time defaults (e.g. a weight-normed conv's bias) seeded too
-        torch.manual_seed(seed)
+    # construction-time defaults (e.g. a weight-normed conv's bias) seeded too; models are built on the
+    # CPU, so only the CPU generator is forked and seeded (forking every GPU's would start CUDA on each)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
         model = spec.build(**cfg_overrides)
     model.reset_parameters(seed)
     model.name, model.frame_rate = name, spec.frame_rate

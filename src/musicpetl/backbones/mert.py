@@ -209,8 +209,8 @@ class Mert(Backbone):
             self.layers = nn.ModuleList(MertLayer(cfg) for _ in range(cfg.num_layers))
 
     def reset_parameters(self, seed: int) -> None:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):  # built on the CPU: its generator only
+            torch.default_generator.manual_seed(seed)
             init_linear_like_hf(self)
             # weight norm keeps direction (original1) and gain (original0): re-derive gain from it
             p = self.pos_conv.conv.parametrizations.weight

@@ -191,8 +191,8 @@ class MusicFM(Backbone):
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def reset_parameters(self, seed: int) -> None:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):  # built on the CPU: its generator only
+            torch.default_generator.manual_seed(seed)
             init_linear_like_hf(self)
 
     def frontend_modules(self) -> list[nn.Module]:

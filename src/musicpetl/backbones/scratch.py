@@ -79,7 +79,9 @@ class ScratchNet(BaselineModule):
         return torchaudio.functional.resample(wave, self.sample_rate, self.net_rate)
 
     def embed(self, wave: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():  # resampling and the spectrogram have nothing to train
+        # resampling and the spectrogram have nothing to train, and are computed in fp32 under a bf16
+        # autocast too (as validation and evaluation, which run without autocast, compute them)
+        with torch.no_grad(), torch.autocast(device_type=wave.device.type, enabled=False):
             return self.representation(self.resample(wave.float()))
 
     def forward(self, wave: torch.Tensor, num_layers: int | None = None) -> list[torch.Tensor]:

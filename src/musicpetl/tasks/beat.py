@@ -192,10 +192,11 @@ class BeatTask(Task):
             logits = logits.squeeze(-1)
         if logits.shape != target.shape:
             raise InputError(f"beat logits {tuple(logits.shape)} and targets {tuple(target.shape)} differ in shape")
-        valid = target >= 0
-        if not bool(valid.any()):
-            return logits.sum() * 0.0
-        return F.binary_cross_entropy_with_logits(logits[valid], target[valid].to(logits.dtype))
+        # the mean over counted frames as a weighted sum: no data-dependent shape or branch, so a GPU
+        # step never waits for the device here (a boolean index or `if valid.any()` would)
+        weight = (target >= 0).to(logits.dtype)
+        per_frame = F.binary_cross_entropy_with_logits(logits, target.clamp(min=0).to(logits.dtype), reduction="none")
+        return (per_frame * weight).sum() / weight.sum().clamp(min=1.0)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-frame beat activations, (B, T)."""
