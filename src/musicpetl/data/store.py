@@ -43,23 +43,27 @@ def prepare_store(items: list[dict], audio_root: Path, out_dir: Path, sample_rat
     with atomic_dir(out_dir) as tmp:
         for split in SPLITS:
             rows = [r for r in items if r["split"] == split]
-            chunks, offset = [], 0
-            for row in tqdm(rows, desc=f"prepare {split}", disable=not progress, unit="clip"):
-                path = audio_root / row["audio_path"]
-                try:
-                    wave = decode(path, sample_rate)
-                    reason = check_clip(wave, sample_rate, min_seconds)
-                except AudioError as err:
-                    reason = str(err)
-                if reason:
-                    rejected.append({"key": row["key"], "split": split, "audio_path": row["audio_path"], "reason": reason})
-                    continue
-                pcm = (np.clip(wave, -1.0, 1.0) * 32767.0).round().astype(np.int16)
-                chunks.append(pcm)
-                index.append({**{k: v for k, v in row.items() if k != "audio_path"},
-                              "offset": offset, "length": int(pcm.size)})
-                offset += pcm.size
-            np.save(tmp / f"{split}.npy", np.concatenate(chunks) if chunks else np.zeros(0, np.int16))
+            offset = 0
+            raw = tmp / f"{split}.pcm"  # clips appended as decoded: memory is one clip, not the split
+            with open(raw, "wb") as fh:
+                for row in tqdm(rows, desc=f"prepare {split}", disable=not progress, unit="clip"):
+                    path = audio_root / row["audio_path"]
+                    try:
+                        wave = decode(path, sample_rate)
+                        reason = check_clip(wave, sample_rate, min_seconds)
+                    except AudioError as err:
+                        reason = str(err)
+                    if reason:
+                        rejected.append({"key": row["key"], "split": split, "audio_path": row["audio_path"],
+                                         "reason": reason})
+                        continue
+                    pcm = (np.clip(wave, -1.0, 1.0) * 32767.0).round().astype(np.int16)
+                    fh.write(pcm.tobytes())
+                    index.append({**{k: v for k, v in row.items() if k != "audio_path"},
+                                  "offset": offset, "length": int(pcm.size)})
+                    offset += pcm.size
+            _pcm_to_npy(raw, tmp / f"{split}.npy", offset)
+            raw.unlink()
         write_jsonl(tmp / "index.jsonl", index)
         write_jsonl(tmp / "rejected.jsonl", rejected)
         write_json(tmp / "meta.json", {**meta, "sample_rate": sample_rate})
@@ -67,6 +71,21 @@ def prepare_store(items: list[dict], audio_root: Path, out_dir: Path, sample_rat
     return {"sample_rate": sample_rate, "kept": {s: counts.get(s, 0) for s in SPLITS},
             "rejected": len(rejected), "rejected_reasons": dict(Counter(r["reason"].split(" (")[0] for r in rejected)),
             "hours": {s: round(sum(r["length"] for r in index if r["split"] == s) / sample_rate / 3600, 4) for s in SPLITS}}
+
+
+def _pcm_to_npy(raw: Path, out: Path, n: int, chunk: int = 1 << 20) -> None:
+    """The `n` int16 samples of `raw` as the .npy AudioStore memory-maps, copied `chunk` samples at a
+    time (the split never in memory; the .npy header needs the length, known only at the end)."""
+    if n == 0:
+        np.save(out, np.zeros(0, np.int16))
+        return
+    dst = np.lib.format.open_memmap(out, mode="w+", dtype=np.int16, shape=(n,))
+    with open(raw, "rb") as fh:
+        for start in range(0, n, chunk):
+            part = np.fromfile(fh, dtype=np.int16, count=min(chunk, n - start))
+            dst[start:start + part.size] = part
+    dst.flush()
+    del dst
 
 
 class AudioStore:
