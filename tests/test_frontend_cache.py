@@ -88,6 +88,22 @@ def test_the_cache_is_built_once_and_checked(tiny_store, tmp_path, capsys):
         FrontendCache(path, expect=frontend_fingerprint(backbone, data, 24000, 6000, "float16"))
 
 
+def test_a_cache_the_disk_cannot_hold_is_refused_before_it_starts(tiny_store, tmp_path, monkeypatch):
+    import shutil
+
+    from musicpetl import frontend_cache
+    from musicpetl.errors import EnvironmentProblem
+
+    p = fixture_params({"backbone.num_layers": LAYERS})
+    backbone = load_from_params(p.backbone, p.seed)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(frontend_cache.shutil, "disk_usage", lambda path: usage._replace(free=512 << 20))
+    with pytest.raises(EnvironmentProblem, match=r"needs 0\.0 GiB \(\+1 GiB margin\) but .* has 0\.5 GiB free.*float16"):
+        ensure(tmp_path, tiny_store, "train", backbone, 24000, 12000, "float32", store_fingerprint(tiny_store),
+               progress=False)
+    assert not list(tmp_path.glob("*.h5*"))  # nothing written
+
+
 def test_training_on_cached_frames(tiny_store, genre_task, tmp_path, torch_threads):
     from musicpetl.run_io import load_run
     from musicpetl.train import train

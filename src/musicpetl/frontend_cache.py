@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from musicpetl.errors import InputError
+from musicpetl.errors import EnvironmentProblem, InputError
 from musicpetl.features import backbone_options_of, check_fingerprint, state_digest
 from musicpetl.io import atomic_path
 
@@ -198,6 +199,21 @@ class FrameDataset(Dataset):
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
+SPACE_MARGIN = 1 << 30  # left free beyond the cache itself (other writers, the filesystem's reserve)
+
+
+def check_space(folder: Path, nbytes: int, dtype: str) -> None:
+    """Refuse to start a cache the disk cannot hold (a full disk hours into the build loses it all)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if nbytes + SPACE_MARGIN > free:
+        half = " or train.frontend_dtype: float16 (half the size)" if dtype != "float16" else ""
+        raise EnvironmentProblem(
+            f"the cached front end needs {nbytes / 2**30:.1f} GiB (+1 GiB margin) but {folder.resolve()} has "
+            f"{free / 2**30:.1f} GiB free: free space, point MUSICPETL_FRONTEND_DIR at a larger disk{half}, "
+            f"delete caches of settings no longer used from {folder}, or set train.cache_frontend: false")
+
+
 def ensure(root: str | Path, store, split: str, backbone, crop_len: int, hop_len: int, dtype: str, data: dict,
            batch_size: int = 8, progress: bool = True, is_main: bool = True, barrier=lambda: None) -> FrontendCache:
     """The cache for these settings: reused when its file exists (and checks out), else built (by
@@ -208,6 +224,7 @@ def ensure(root: str | Path, store, split: str, backbone, crop_len: int, hop_len
         n, t, nbytes = estimate(store.rows(split), backbone, crop_len, hop_len, dtype)
         print(f"[train] caching the front end of {n} training windows ({t} frames x {backbone.hidden_size}, {dtype}): "
               f"{nbytes / 2**30:.2f} GiB in {path}", file=sys.stderr, flush=True)
+        check_space(path.parent, nbytes, dtype)
         build(path, store, split, backbone, crop_len, hop_len, dtype, fp, batch_size, progress)
     barrier()
     cache = FrontendCache(path, expect=fp)
