@@ -256,15 +256,9 @@ def w_cache(a) -> dict:
         out = Path(a.work) / f"features{a.clips}.h5"
         cache_features(store, backbone, out, 6, 5.0, batch_size=8, progress=False)
     else:  # the same batches of segments through the same forward, nothing kept or written
-        from contextlib import nullcontext
+        from musicpetl.features import segment_batches
 
-        from musicpetl.features import _segment_batches
-
-        class Bar(nullcontext):
-            def update(self, n):
-                pass
-
-        for ids, waves in _segment_batches(store, store.rows("train"), backbone.segment_length(5.0), 8, Bar()):
+        for ids, starts, waves in segment_batches(store, store.rows("train"), backbone.segment_length(5.0), 8):
             torch.stack(backbone(waves, 6), dim=1).mean(dim=2)
     seconds = time.perf_counter() - t0
     return {"backbone": a.backbone, "path": a.path, "clips": a.clips, "seconds": seconds,

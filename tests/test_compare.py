@@ -50,13 +50,33 @@ def test_shuffling_a_run_changes_nothing(which):
 
 
 def test_shuffling_a_tagging_run_changes_nothing():
-    # tags as lists of indices; mAP is no mean of item scores, so scikit-learn runs once per resample
-    # and jack-knife sample: two runs and few resamples (the alignment, not the interval, is under test)
+    # tags as lists of indices; mAP is no mean of item scores: whole resamples (vectorised)
     runs = make_runs("tagging")[1:]
-    expected = compare(runs, CLASSES, n_boot=20)
+    expected = compare(runs, CLASSES, n_boot=N_BOOT)
     runs[0] = shuffled(runs[0], seed=3)
-    assert compare(runs, CLASSES, n_boot=20) == expected
+    assert compare(runs, CLASSES, n_boot=N_BOOT) == expected
     assert "delta_vs_probing" in expected[1]
+
+
+def test_tagging_comparison_equals_scikit_learn_on_every_resample():
+    """The vectorised mAP path of compare gives the intervals and paired tests that calling
+    scikit-learn's mAP on every resample gives (same resamples, same BCa), to 1e-9."""
+    from musicpetl.stats import bootstrap_ci, paired_bootstrap
+    from musicpetl.tasks import make_task
+
+    runs = align(make_runs("tagging"))
+    task = make_task("tagging", CLASSES)
+    metric = task.item_metric()
+    rows = compare(runs, CLASSES, n_boot=N_BOOT)
+    labels = runs[0].labels
+    for row, r in zip(rows, runs):
+        point, lo, hi = bootstrap_ci(metric, labels, r.probs, n_boot=N_BOOT)
+        assert (row["mAP"], row["low"], row["high"]) == pytest.approx((point, lo, hi), abs=1e-9)
+    for row, r in zip(rows[1:], runs[1:]):  # probing and lora against finetune
+        slow = paired_bootstrap(metric, labels, r.probs, runs[0].probs, n_boot=N_BOOT)
+        assert row["delta_vs_finetune"] == pytest.approx(slow["delta"], abs=1e-9)
+        assert row["p_vs_finetune"] == pytest.approx(slow["p_value"], abs=1e-9)
+    assert rows[2]["delta_vs_probing"] > 0  # the skilled run is ahead: the comparison sees something
 
 
 def test_alignment_pairs_by_key():

@@ -31,7 +31,7 @@ def predict_tracks(model, store: AudioStore, split: str, task: Task, segment_sec
     A frame-level task: a list of N per-track curves at the task's frame rate, the segments' frame
     outputs placed on the track's frame grid (frame_head.stitch_frames).
     `rows`: these items instead of the split's (a DDP rank's share of validation)."""
-    from musicpetl.audio import segment_starts
+    from musicpetl.features import segment_batches
     from musicpetl.frame_head import stitch_frames
 
     was_training = model.training
@@ -45,22 +45,22 @@ def predict_tracks(model, store: AudioStore, split: str, task: Task, segment_sec
                for row in tqdm(rows, desc=f"estimate {split}", disable=not progress, unit="clip", leave=False)]
         model.train(was_training)
         return out if frame_level else (np.stack(out) if out else np.zeros((0, task.n_outputs), np.float32))
+    # segments of consecutive clips share a batch (one clip's few segments would leave a GPU idle:
+    # MusicFM's 30-s segments are one per clip), each segment's output goes back to its clip
+    pieces: list[list] = [[] for _ in rows]
+    bar = tqdm(total=len(rows), desc=f"predict {split}", disable=not progress, unit="clip", leave=False)
+    with bar:
+        for ids, starts, waves in segment_batches(store, rows, seg_len, batch_size, bar):
+            probs = task.probabilities(model(waves.to(dev)).float()).cpu().numpy()
+            for i, s, pr in zip(ids, starts, probs):
+                pieces[i].append((s, pr))
     out = []
-    for row in tqdm(rows, desc=f"predict {split}", disable=not progress, unit="clip", leave=False):
-        wave = torch.from_numpy(store.audio(row))
-        seg = min(seg_len, wave.numel())
-        starts = segment_starts(wave.numel(), seg)
-        probs = []
-        for b in range(0, len(starts), batch_size):
-            chunk = torch.stack([wave[s:s + seg] for s in starts[b:b + batch_size]]).to(dev)
-            probs.append(task.probabilities(model(chunk).float()).cpu())
-        probs = torch.cat(probs).numpy()
+    for row, piece in zip(rows, pieces):
         if frame_level:
             fps = float(task.frame_rate)
-            out.append(stitch_frames(list(zip(starts, probs)), sr, fps, int(round(wave.numel() / sr * fps)))
-                       .astype(np.float32))
+            out.append(stitch_frames(piece, sr, fps, int(round(row["length"] / sr * fps))).astype(np.float32))
         else:
-            out.append(probs.mean(0))
+            out.append(np.stack([pr for _, pr in piece]).mean(0))
     model.train(was_training)
     if frame_level:
         return out

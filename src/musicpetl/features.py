@@ -133,10 +133,17 @@ def check_fingerprint(path: Path, attrs: dict, want: dict, what: str = "feature 
 
 # -- writing ------------------------------------------------------------------------------------
 
-def _segment_batches(store: AudioStore, rows: list[dict], seg_len: int, batch_size: int, bar):
+def segment_batches(store: AudioStore, rows: list[dict], seg_len: int, batch_size: int, bar=None):
     """(item ids, segment starts, (B, seg) waves) of consecutive segments, several clips per batch;
-    a clip shorter than a segment is one segment of its own length and goes alone."""
+    a clip shorter than a segment is one segment of its own length and goes alone. `bar.update(1)`
+    after each clip (a tqdm bar), if given."""
     from musicpetl.audio import segment_starts
+
+    if bar is None:
+        from contextlib import nullcontext
+
+        bar = nullcontext()
+        bar.update = lambda n: None
 
     items, starts, waves = [], [], []
     for i, row in enumerate(rows):
@@ -232,7 +239,7 @@ def cache_features(store: AudioStore, backbone: Backbone, out_path: Path, num_la
                     g.create_dataset("frame_segment", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1 << 14,)),
                     rows_per_chunk)
             with tqdm(total=len(rows), desc=f"features {split}", disable=not progress, unit="clip") as bar:
-                for ids, starts, waves in _segment_batches(store, rows, seg_len, batch_size, bar):
+                for ids, starts, waves in segment_batches(store, rows, seg_len, batch_size, bar):
                     hs = torch.stack(backbone(waves.to(dev), n), dim=1)  # (B, L, T, d), as Backbone.features
                     if frame_writer is not None:
                         first = len(seg_starts)

@@ -166,9 +166,9 @@ def _p_value(delta: float, deltas: np.ndarray) -> float:
     return float(min(1.0, (extreme + 1) / (len(deltas) + 1)))
 
 
-def _paired(statistic, n: int, *, n_boot: int, alpha: float, seed: int) -> dict:
+def _paired(statistic, n: int, *, n_boot: int, alpha: float, seed: int, vectorized: bool = False) -> dict:
     """{delta, low, high, p_value, n, note}; low/high/p_value NaN below MIN_ITEMS."""
-    (iv,), dist = bootstrap_intervals(statistic, n, n_boot=n_boot, alpha=alpha, seed=seed)
+    (iv,), dist = bootstrap_intervals(statistic, n, n_boot=n_boot, alpha=alpha, seed=seed, vectorized=vectorized)
     delta, low, high = iv.as_tuple()
     p = float("nan") if dist is None or not np.isfinite(delta) else _p_value(delta, dist[0])
     return {"delta": delta, "low": low, "high": high, "p_value": p, "n": n, "note": iv.note}
@@ -198,6 +198,15 @@ def paired_bootstrap_scores(scores_a, scores_b, *, n_boot: int = 1000, alpha: fl
         raise InputError(f"paired test needs scores for the same items ({len(scores_a)} vs {len(scores_b)})")
     diff = np.asarray(scores_a, dtype=float) - np.asarray(scores_b, dtype=float)
     return _paired(lambda i: diff[i].mean(), len(diff), n_boot=n_boot, alpha=alpha, seed=seed)
+
+
+def paired_bootstrap_vectorized(statistic_a: Callable, statistic_b: Callable, n: int, *, n_boot: int = 1000,
+                                alpha: float = 0.05, seed: int = 0) -> dict:
+    """The paired test of two vectorised statistics (`statistic(idx, axis=-1)`, a float per resample,
+    as `tagging_statistic(...)` picked to one metric) on the same resampled items; keys as
+    `paired_bootstrap`."""
+    return _paired(lambda idx, axis=-1: statistic_a(idx, axis=axis) - statistic_b(idx, axis=axis), n,
+                   n_boot=n_boot, alpha=alpha, seed=seed, vectorized=True)
 
 
 def _counts(idx: np.ndarray, n: int) -> np.ndarray:
@@ -260,14 +269,20 @@ def macro_ap_auc_weighted(y: np.ndarray, scores: np.ndarray, weights: np.ndarray
         return np.stack([ap_sum / used, auc_sum / used])  # 0/0 -> NaN: no tag scorable
 
 
-def tagging_statistic(y: np.ndarray, scores: np.ndarray) -> Callable:
+TAGGING_METRICS = ("mAP", "ROC-AUC")  # what tagging_statistic computes, in its order
+
+
+def tagging_statistic(y: np.ndarray, scores: np.ndarray, metric: str | None = None) -> Callable:
     """A vectorised `statistic(idx, axis=-1)` -> (2, batch) [macro mAP, macro ROC-AUC] for
-    `bootstrap_intervals(..., vectorized=True)`."""
+    `bootstrap_intervals(..., vectorized=True)`; with `metric` ("mAP" or "ROC-AUC") that one only,
+    shape (batch,)."""
     y, scores = np.asarray(y), np.asarray(scores)
+    pick = None if metric is None else TAGGING_METRICS.index(metric)
 
     def statistic(idx, axis=-1):
         idx = np.moveaxis(np.asarray(idx), axis, -1)
         out = macro_ap_auc_weighted(y, scores, _counts(idx, len(y)))
-        return out.reshape((2,) + idx.shape[:-1])  # (2,) for one sample, (2, batch) for a batch
+        out = out.reshape((2,) + idx.shape[:-1])  # (2,) for one sample, (2, batch) for a batch
+        return out if pick is None else out[pick]
 
     return statistic
