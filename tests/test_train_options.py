@@ -127,7 +127,16 @@ def test_bf16_autocast_on_every_new_path(tiny_store, genre_task, tmp_path, torch
                         "train.activation_checkpointing": True, "train.cache_frontend": True,
                         "train.layer_input": "weighted", "train.warmup_steps": 1, "train.max_steps": 3,
                         "train.eval_every": 3})
+    seen = {}
     train(p, genre_task, tiny_store, None, tmp_path / "run.safetensors", live=live, progress=False,
-          frontend_root=tmp_path / "fe")
+          frontend_root=tmp_path / "fe", on_validate=lambda step, score, probs: seen.setdefault(step, probs))
     assert len(live.losses) == 3 and all(math.isfinite(v) for v in live.losses)
     assert np.all(np.isfinite(load_file(str(tmp_path / "run.safetensors"))["head.layer_weights"].numpy()))
+    # validation ran in the training's precision: bf16, near the same run's fp32 probabilities, not equal
+    from musicpetl.evaluate import predict_tracks
+    from musicpetl.run_io import load_run
+
+    fp32 = predict_tracks(load_run(tmp_path / "run.safetensors"), tiny_store, "valid", genre_task,
+                          SEGMENT_SECONDS, p.eval.batch_size, progress=False)
+    gap = np.abs(seen[3] - fp32).max()
+    assert 0 < gap < 0.05, gap

@@ -189,8 +189,10 @@ def train(p: Params, task: Task, store: AudioStore, cache: FeatureCache | None, 
         if on_cache:  # rank 0 scores, every rank takes its probabilities: one score, one early-stopping decision
             probs = dist.broadcast(predict_tracks_from_cache(model.head, cache, "valid", p.backbone.num_layers, task)
                                    if dist.is_main else None)
-        else:
-            probs = _shard_validate(model, store, task, segment_seconds, p.eval.batch_size, dist)
+        else:  # in the training's precision: a bf16 run validates in bf16 (fp32 validation on a GPU runs
+            # without tensor cores and can cost more than the steps between validations)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp else _NO_CONTEXT:
+                probs = _shard_validate(model, store, task, segment_seconds, p.eval.batch_size, dist)
         return task.metrics(valid_labels, probs)[task.primary_metric], probs
 
     # -- state, possibly resumed ------------------------------------------------------------
