@@ -2,6 +2,13 @@
 
     PYTHONPATH=src .venv/bin/python bench/bootstrap.py                 # 1000 items, 1000 resamples
     PYTHONPATH=src .venv/bin/python bench/bootstrap.py --n 5329 --skip-generic   # MTAT's test set size
+    PYTHONPATH=src .venv/bin/python bench/bootstrap.py --compare --n 5329        # the report's paired tests
+
+--compare times `analysis.compare.compare` instead (what `musicpetl report` runs per table block):
+three tagging runs of different skill on the same items (finetune, probing, lora), each an interval
+and, for lora and probing, paired tests against the other baselines; the generic path's time is
+estimated from one scikit-learn call (the calls it would make: n + n_boot + 1 per interval, twice
+that per paired test) and is not run.
 
 Synthetic test sets of --n items with a mediocre model (right about 60 % of the time), seed 0:
   genre    10 classes: accuracy, Wilson (no resampling)
@@ -54,13 +61,43 @@ def make_case(task_name: str, n: int, rng: np.random.Generator):
     return task, labels, probs, train
 
 
+def compare_case(n: int, n_boot: int) -> dict:
+    from musicpetl.analysis.compare import Predictions, compare
+
+    task, labels, _, _ = make_case("tagging", n, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    y = np.stack([task.encode(lab) for lab in labels]).astype(float)
+    keys = [f"t{i}" for i in range(n)]
+    runs = [Predictions(name, keys, labels, np.clip(y * skill + rng.random(y.shape) * 0.75, 0, 1).astype(np.float32),
+                        "tagging") for name, skill in (("finetune@a", 0.25), ("probing@b", 0.15), ("lora@c", 0.3))]
+    t0 = time.perf_counter()
+    rows = compare(runs, list(task.classes), n_boot=n_boot, seed=0)
+    seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    task.item_metric()(labels, runs[0].probs)
+    per_call = time.perf_counter() - t0
+    tests = sum(1 for r in rows for k in r if k.startswith("p_vs_"))
+    calls = len(rows) * (n + n_boot + 1) + tests * 2 * (n + n_boot + 1)
+    return {"n": n, "n_boot": n_boot, "runs": len(rows), "paired_tests": tests, "compare_seconds": round(seconds, 1),
+            "sklearn_call_seconds": round(per_call, 3), "generic_calls": calls,
+            "generic_estimate_seconds": round(calls * per_call), "rows": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1000, help="test items")
     ap.add_argument("--n-boot", type=int, default=1000, help="resamples")
     ap.add_argument("--skip-generic", action="store_true", help="leave out the generic tagging path")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--compare", action="store_true", help="time analysis.compare on tagging runs instead")
     args = ap.parse_args()
+    if args.compare:
+        res = compare_case(args.n, args.n_boot)
+        print(json.dumps({k: v for k, v in res.items() if k != "rows"}))
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(res, fh, indent=2, default=float)
+        return
 
     from musicpetl.evaluate import score
     from musicpetl.stats import metric_interval

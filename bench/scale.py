@@ -6,6 +6,7 @@
     PYTHONPATH=src .venv/bin/python bench/scale.py checkpoint --json /tmp/checkpoint.json  # checkpoint write time and size
     PYTHONPATH=src .venv/bin/python bench/scale.py actckpt    --json /tmp/actckpt.json     # FT memory, activation checkpointing
     PYTHONPATH=src .venv/bin/python bench/scale.py cachedstep --json /tmp/cachedstep.json  # what the cached step spends on dropout
+    PYTHONPATH=src .venv/bin/python bench/scale.py store      --json /tmp/store.json       # prepare_store memory vs split size
 
 (`--quick`: tiny backbones, a smoke check of the script.) Every measurement runs in a fresh
 subprocess (its peak RSS is its own), 2 torch threads, OMP_WAIT_POLICY=PASSIVE (see petl_step.py);
@@ -33,6 +34,8 @@ cachedstep  where the cached PETL step (frontend's `cached`) could still get sho
             same with every backbone dropout at p = 0 (NOT a training configuration: it prices the
             dropout masks, which torch draws serially on this CPU); `compiled` = `paper` through
             torch.compile (default inductor; its compile time reported apart). --methods picks them.
+store       prepare_store over N clips of 2 s decoded from memory (no files), at two N: traced peak
+            memory (tracemalloc: numpy's buffers included) against the split's int16 size, and time.
 checkpoint  one checkpoint as train() writes it (trained tensors, Adam state after one step, best
             state, RNG, history) per paper method and backbone: write time (fsync included) and size.
 """
@@ -175,6 +178,28 @@ def w_cachedstep(a) -> dict:
     return {"backbone": a.backbone, "method": a.method, "median_s": {k: statistics.median(v) for k, v in times.items()},
             "over_paper_median_of_rounds": ratio, "compile_and_first_step_s": compile_s, "times": times,
             "loadavg": os.getloadavg()[0]}
+
+
+def w_store(a) -> dict:
+    """prepare_store's peak memory for a split of `clips` 2-s clips (made on demand by `decode`)."""
+    import tracemalloc
+
+    import numpy as np
+
+    from musicpetl.data.store import prepare_store
+
+    sr = 24000
+    rows = [{"key": f"c{i}", "split": "train", "audio_path": f"c{i}.wav", "label": 0} for i in range(a.clips)]
+    work = Path(tempfile.mkdtemp(dir=a.work))
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    prepare_store(rows, work, work / "store", sr, {"task": "genre"}, progress=False,
+                  decode=lambda path, rate: np.full(2 * sr, 0.1, np.float32))
+    seconds = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"clips": a.clips, "split_mib": a.clips * 2 * sr * 2 / 2**20, "peak_traced_mib": peak / 2**20,
+            "seconds": seconds}
 
 
 def w_probing(a) -> dict:
@@ -364,7 +389,7 @@ def w_actckpt(a) -> dict:
             "rss_before_mib": before}
 
 
-WORKERS = {"actckpt": w_actckpt, "cachedstep": w_cachedstep, "frontend": w_frontend, "probing": w_probing, "cache": w_cache, "compress": w_compress,
+WORKERS = {"actckpt": w_actckpt, "cachedstep": w_cachedstep, "store": w_store, "frontend": w_frontend, "probing": w_probing, "cache": w_cache, "compress": w_compress,
            "checkpoint": w_checkpoint}
 
 
@@ -383,7 +408,7 @@ def spawn(kind: str, **kw) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", nargs="?", choices=["frontend", "probing", "cache", "checkpoint", "actckpt", "cachedstep"])
+    ap.add_argument("what", nargs="?", choices=["frontend", "probing", "cache", "checkpoint", "actckpt", "cachedstep", "store"])
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--worker")
@@ -398,6 +423,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=2000)
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--sizes", default="8,32")
+    ap.add_argument("--store-sizes", default="400,1600")
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "musicpetl-bench" / "scale"))
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
@@ -414,6 +440,9 @@ def main() -> None:
         for fam, name in names.items():
             for m in a.methods.split(","):
                 out.append(spawn("frontend", backbone=name, method=m, steps=a.steps))
+    elif a.what == "store":
+        for n in (int(v) for v in a.store_sizes.split(",")):
+            out.append(spawn("store", clips=n, work=a.work))
     elif a.what == "cachedstep":
         for fam, name in names.items():
             for m in a.methods.split(","):
