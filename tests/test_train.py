@@ -100,3 +100,36 @@ def test_probing_without_a_cache_is_an_input_error(tiny_store, genre_task, tmp_p
     p = fixture_params({"backbone.num_layers": LAYERS, "train.max_steps": 1})
     with pytest.raises(InputError, match="feature cache"):
         train(p, genre_task, tiny_store, None, tmp_path / "run.safetensors", progress=False)
+
+
+def test_validation_subset_is_fixed_seeded_and_all_by_default():
+    from musicpetl.train import validation_subset
+
+    assert validation_subset(5, 0, 0).tolist() == [0, 1, 2, 3, 4]
+    assert validation_subset(5, 9, 0).tolist() == [0, 1, 2, 3, 4]  # more than there are: all
+    a = validation_subset(1000, 100, 0)
+    assert len(a) == 100 and len(set(a)) == 100 and np.all(np.diff(a) > 0) and a.max() < 1000
+    assert np.array_equal(a, validation_subset(1000, 100, 0))  # every validation, every resume: the same
+    assert not np.array_equal(a, validation_subset(1000, 100, 1))
+
+
+@pytest.mark.parametrize("method", ["probing", "adapter"])
+def test_training_validates_on_the_subset_only(method, tiny_store, genre_task, probing_cache, tmp_path,
+                                               torch_threads):
+    """train.valid_items: each validation scores the subset's items, exactly what the whole split's
+    validation gives for them (training itself is unchanged)."""
+    from musicpetl.train import validation_subset
+
+    over = {"backbone.num_layers": LAYERS, "backbone.segment_seconds": SEGMENT_SECONDS, "petl.method": method,
+            "train.max_steps": 4, "train.eval_every": 2, "train.crop_seconds": 1.0, "train.batch_size": 4}
+    cache = probing_cache if method == "probing" else None
+    _, live_all, every = run_training(fixture_params(over), genre_task, tiny_store, cache, tmp_path / "a.safetensors")
+    _, live_sub, subset = run_training(fixture_params({**over, "train.valid_items": 3}), genre_task, tiny_store, cache,
+                                       tmp_path / "b.safetensors")
+    chosen = validation_subset(len(tiny_store.rows("valid")), 3, 0)
+    assert len(chosen) == 3 and live_sub.losses == live_all.losses
+    for step in (2, 4):
+        assert subset[step][1].shape == (3, genre_task.n_outputs)
+        np.testing.assert_allclose(subset[step][1], every[step][1][chosen], rtol=0, atol=1e-6)
+        labels = [tiny_store.rows("valid")[i]["label"] for i in chosen]
+        assert subset[step][0] == genre_task.metrics(labels, subset[step][1])[genre_task.primary_metric]

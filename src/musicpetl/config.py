@@ -105,6 +105,7 @@ class TrainParams:
     frontend_dtype: str = _p("float32", choices=("float32", "float16"))
     checkpoint_every: int = _p(0, lo=0)  # steps between resumable checkpoints (.musicpetl/checkpoints); 0 = none
     nproc: int = _p(1, lo=1)  # processes (one per GPU) on this machine; > 1: the stage runs under torchrun (DDP)
+    valid_items: int = _p(0, lo=0)  # validate on a fixed seeded subset of N validation items; 0 = all (the paper)
 
 
 @dataclass

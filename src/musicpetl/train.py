@@ -100,10 +100,18 @@ def _probing_data(p: Params, task: Task, store: AudioStore, cache: FeatureCache,
     return data
 
 
-def _shard_validate(model, store, task, segment_seconds, batch_size, dist: DistContext):
-    """Validation over the audio path, items split over the ranks, gathered in order: (N, n_out),
-    or for a frame-level task a list of N per-track curves."""
-    rows = store.rows("valid")
+def validation_subset(n_valid: int, items: int, seed: int) -> np.ndarray:
+    """Indices (sorted) of the validation items validated during training: all of them when `items`
+    is 0 or covers the split, else a fixed subset of `items` drawn with `seed` (the same at every
+    validation and on resume)."""
+    if items <= 0 or items >= n_valid:
+        return np.arange(n_valid)
+    return np.sort(np.random.default_rng([seed, 0x7A1D]).permutation(n_valid)[:items])
+
+
+def _shard_validate(model, store, task, segment_seconds, batch_size, dist: DistContext, rows: list[dict]):
+    """Validation over the audio path of `rows`, items split over the ranks, gathered in order:
+    (N, n_out), or for a frame-level task a list of N per-track curves."""
     mine = rows[dist.rank::dist.world]
     probs = predict_tracks(model, store, "valid", task, segment_seconds, batch_size, progress=False, rows=mine)
     parts = dist.gather(probs)
@@ -142,7 +150,10 @@ def train(p: Params, task: Task, store: AudioStore, cache: FeatureCache | None, 
     if t.activation_checkpointing and not on_cache:
         set_activation_checkpointing(model)
     segment_seconds = p.backbone.segment_seconds or model.backbone.default_segment_seconds
-    valid_labels = [r["label"] for r in store.rows("valid")]
+    valid_rows = store.rows("valid")
+    chosen = validation_subset(len(valid_rows), t.valid_items, p.seed)  # train.valid_items: 0 = all
+    valid_rows = [valid_rows[i] for i in chosen]
+    valid_labels = [r["label"] for r in valid_rows]
 
     # -- what a step trains on --------------------------------------------------------------
     if on_cache:
@@ -189,10 +200,11 @@ def train(p: Params, task: Task, store: AudioStore, cache: FeatureCache | None, 
         if on_cache:  # rank 0 scores, every rank takes its probabilities: one score, one early-stopping decision
             probs = dist.broadcast(predict_tracks_from_cache(model.head, cache, "valid", p.backbone.num_layers, task)
                                    if dist.is_main else None)
+            probs = [probs[i] for i in chosen] if is_frame_level(task) else probs[chosen]
         else:  # in the training's precision: a bf16 run validates in bf16 (fp32 validation on a GPU runs
             # without tensor cores and can cost more than the steps between validations)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp else _NO_CONTEXT:
-                probs = _shard_validate(model, store, task, segment_seconds, p.eval.batch_size, dist)
+                probs = _shard_validate(model, store, task, segment_seconds, p.eval.batch_size, dist, valid_rows)
         return task.metrics(valid_labels, probs)[task.primary_metric], probs
 
     # -- state, possibly resumed ------------------------------------------------------------
