@@ -283,7 +283,7 @@ def part_pipeline(b: Bench, names: list[str], steps: int) -> list[dict]:
             probs = predict_tracks(model, store, "test", task, seconds, 4, progress=False)
         result = score(task, labels, probs, n_boot=200)
         return {"ok": on_device, "train_s": train_s, "best_valid": summary["best_valid"],
-                "test_accuracy": result["accuracy"], "n_test": result["n"], "run_on_device": on_device}
+                "test_accuracy": result["accuracy"], "n_test": result["n"]}
 
     out = []
     for name in names:

@@ -106,6 +106,7 @@ def validation_subset(n_valid: int, items: int, seed: int) -> np.ndarray:
     validation and on resume)."""
     if items <= 0 or items >= n_valid:
         return np.arange(n_valid)
+    # a generator of its own (seed, tag): independent of every other draw made from the run's seed
     return np.sort(np.random.default_rng([seed, 0x7A1D]).permutation(n_valid)[:items])
 
 
@@ -238,7 +239,7 @@ def train(p: Params, task: Task, store: AudioStore, cache: FeatureCache | None, 
 
             loader = DataLoader(data, batch_sampler=StepBatches(stream, mine, start + 1, t.max_steps),
                                 num_workers=t.num_workers, persistent_workers=False,
-                                pin_memory=device.type == "cuda")  # so the non_blocking copies below are
+                                pin_memory=device.type == "cuda")  # pinned: the non_blocking copies below overlap
             it = iter(loader)
             for _ in range(start + 1, t.max_steps + 1):
                 yield [next(it) for _ in mine]

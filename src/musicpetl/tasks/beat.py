@@ -130,7 +130,7 @@ def decoded_beats(activations, fps: float, dbn_fps: float = DBN_FPS) -> np.ndarr
     """`track_beats` remembered per curve (by its bytes, frame rate and DBN rate); read-only result.
     A bounded LRU dict of our own: functools.lru_cache would keep every curve alive as its key."""
     act = np.ascontiguousarray(activations, dtype=np.float64).reshape(-1)
-    key = (hashlib.blake2b(act.tobytes(), digest_size=16).digest(), act.size, float(fps), float(dbn_fps))
+    key = (hashlib.blake2b(act.tobytes(), digest_size=16).digest(), float(fps), float(dbn_fps))
     beats = _DECODED.get(key)
     if beats is None:
         beats = track_beats(act, fps, dbn_fps)
